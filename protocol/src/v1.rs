@@ -1,0 +1,119 @@
+//! Protocol v1 messages, served under [`API_PREFIX`].
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Every v1 path starts with this.
+pub const API_PREFIX: &str = "/api/v1";
+/// `POST`: a registration code and a CSR in, a recorder certificate out.
+pub const ENROLL_PATH: &str = "/api/v1/enroll";
+/// `POST`, mutual TLS: the recorder is alive; the answer carries instructions.
+pub const HEARTBEAT_PATH: &str = "/api/v1/heartbeat";
+/// `POST`, mutual TLS: a fresh CSR in, a new certificate out.
+pub const RENEW_PATH: &str = "/api/v1/renew";
+/// `GET`: 200 while the server serves.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// The largest request body the server reads; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `POST /api/v1/enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// As typed; the server normalises it the same way the agent does.
+    pub registration_code: String,
+    /// PKCS#10 request signed with the recorder's own key; only its public key is used.
+    pub csr_pem: String,
+    pub hardware: Hardware,
+    pub agent_version: String,
+}
+
+/// What the recorder says it is. Informational: the recorder's identity is its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    pub serial: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+}
+
+/// An account as a recorder sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// Answer to a successful enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// Stable for the life of the key: the same key enrolling again gets the same id.
+    pub recorder_id: String,
+    pub account: AccountRef,
+    /// The recorder's client certificate (PEM), to present with mutual TLS.
+    pub certificate_pem: String,
+    /// The device CA that issued it (PEM), so the recorder can check what it got.
+    pub ca_chain_pem: String,
+    pub heartbeat_interval_secs: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+}
+
+/// `POST /api/v1/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub status: RecorderStatus,
+}
+
+/// What the recorder reports about itself. Known fields are typed; anything else an NVR
+/// reports travels in `extra` and is stored as is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecorderStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The interval the server wants from now on.
+    pub heartbeat_interval_secs: u32,
+    /// The account the recorder belongs to now (it may have been moved).
+    pub account: AccountRef,
+    #[serde(default)]
+    pub instructions: Vec<Instruction>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+}
+
+/// Something the server asks the recorder to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Instruction {
+    /// Renew the certificate now (it is close to expiry, or the CA changed).
+    Renew,
+    /// An instruction from a newer server; the agent ignores it.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `POST /api/v1/renew`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+/// Answer to a renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub certificate_pem: String,
+    pub ca_chain_pem: String,
+}

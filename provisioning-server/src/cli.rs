@@ -1,0 +1,383 @@
+//! The admin command line: `serve` and the commands that manage accounts, codes and
+//! recorders directly in the database (safe while the server runs).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts;
+use crate::config::{ConfigError, ServerConfig};
+use crate::store::{Account, AccountKind, Recorder, SqliteStore, Store};
+
+/// Exit code for usage and configuration errors (a unit lists it in RestartPreventExitStatus).
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "contera-provisioning",
+    version,
+    about = "Contera provisioning server and its admin commands"
+)]
+pub struct Cli {
+    /// Data directory: the SQLite database and tls/ live here [default: /var/lib/contera-provisioning]
+    #[arg(long, global = true, env = "CONTERA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Optional TOML config file; flags override it
+    #[arg(long, global = true, env = "CONTERA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS API
+    Serve(ServeArgs),
+    /// Manage accounts
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage registration codes
+    #[command(subcommand)]
+    Codes(CodesCommand),
+    /// List and revoke recorders
+    #[command(subcommand)]
+    Recorders(RecordersCommand),
+    /// Show the audit log, newest first
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and exit (0 valid, 2 invalid)
+    ValidateConfig,
+    /// Print the default configuration as TOML
+    PrintDefaultConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8443 (port 0 picks a free port)
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Heartbeat interval recorders are told to use, in seconds
+    #[arg(long = "heartbeat-interval", value_name = "SECS")]
+    pub heartbeat_interval_secs: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account and print its registration code (shown only now)
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = AccountKind::Customer)]
+        kind: AccountKind,
+        /// Id of the partner account that holds it
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List accounts as a tree
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodesCommand {
+    /// Replace an account's registration code; the old code stops working at once
+    Rotate {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordersCommand {
+    /// List recorders with their online state
+    List {
+        /// Only recorders in this account
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a recorder: its next heartbeat is refused and it drops its credential
+    Revoke { id: String },
+}
+
+/// Builds the effective configuration: defaults, then the file, then flags.
+pub fn resolve_config(cli: &Cli) -> Result<ServerConfig, ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => ServerConfig::load(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Command::Serve(args) = &cli.command {
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(secs) = args.heartbeat_interval_secs {
+            config.heartbeat_interval_secs = secs;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::PrintDefaultConfig) {
+        print!("{}", crate::config::DEFAULT_CONFIG_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let config = match resolve_config(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match cli.command {
+        Command::ValidateConfig => {
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Serve(_) => serve(config).await,
+        command => admin(config, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("contera-provisioning listening on https://{local}");
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        signal_token.cancel();
+    });
+    crate::serve::launch(config, listener, shutdown).await
+}
+
+async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let path = config.database_path();
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening database {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn rfc3339(ts: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ts.to_string())
+}
+
+fn account_json(account: &Account) -> serde_json::Value {
+    json!({
+        "id": account.id,
+        "name": account.name,
+        "kind": account.kind,
+        "parent_id": account.parent_id,
+        "code_public_id": account.code_public_id,
+        "created_at": rfc3339(account.created_at),
+    })
+}
+
+fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "account_id": r.account_id,
+        "serial": r.serial,
+        "model": r.model,
+        "mac": r.mac,
+        "firmware": r.firmware,
+        "agent_version": r.agent_version,
+        "online": r.online(now),
+        "last_seen": r.last_seen.map(rfc3339),
+        "revoked": r.revoked_at.is_some(),
+        "replaces": r.replaces,
+        "enrolled_at": rfc3339(r.enrolled_at),
+        "certificate_expires": r.cert_not_after.map(rfc3339),
+    })
+}
+
+async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let actor = format!("cli:{}", whoami());
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    match command {
+        Command::Accounts(AccountsCommand::Create {
+            name,
+            kind,
+            parent,
+            json,
+        }) => {
+            let (account, code) =
+                accounts::create(&store, &name, kind, parent.as_deref(), &actor).await?;
+            if json {
+                let mut value = account_json(&account);
+                value["registration_code"] = json!(code.to_string());
+                println!("{value:#}");
+            } else {
+                println!(
+                    "Created {} account \"{}\"",
+                    account.kind.as_str(),
+                    account.name
+                );
+                println!("  id:                {}", account.id);
+                if let Some(parent) = &account.parent_id {
+                    println!("  parent:            {parent}");
+                }
+                println!("  registration code: {code}");
+                println!("Keep the code safe: it is shown only now (rotate it to get a new one).");
+            }
+        }
+        Command::Accounts(AccountsCommand::List { json }) => {
+            let all = store.accounts().await?;
+            if json {
+                let list: Vec<_> = all.iter().map(account_json).collect();
+                println!("{:#}", serde_json::Value::Array(list));
+            } else if all.is_empty() {
+                println!("No accounts yet: create one with `accounts create --name NAME`.");
+            } else {
+                for (depth, account) in accounts::tree(&all) {
+                    println!(
+                        "{}{} ({}) {}  code {}-…",
+                        "    ".repeat(depth),
+                        account.name,
+                        account.kind.as_str(),
+                        account.id,
+                        account.code_public_id.as_deref().unwrap_or("none"),
+                    );
+                }
+            }
+        }
+        Command::Codes(CodesCommand::Rotate { account, json }) => {
+            let code = accounts::rotate_code(&store, &account, &actor).await?;
+            if json {
+                println!(
+                    "{:#}",
+                    json!({ "account_id": account, "registration_code": code.to_string() })
+                );
+            } else {
+                println!("New registration code for {account}: {code}");
+                println!("The previous code no longer works.");
+            }
+        }
+        Command::Recorders(RecordersCommand::List { account, json }) => {
+            if let Some(id) = &account {
+                if store.account(id).await?.is_none() {
+                    anyhow::bail!(
+                        "account {id} does not exist: list accounts with `accounts list`"
+                    );
+                }
+            }
+            let recorders = store.recorders(account.as_deref()).await?;
+            if json {
+                let list: Vec<_> = recorders.iter().map(|r| recorder_json(r, now)).collect();
+                println!("{:#}", serde_json::Value::Array(list));
+            } else if recorders.is_empty() {
+                println!("No recorders.");
+            } else {
+                println!(
+                    "{:<36}  {:<36}  {:<16}  {:<12}  {:<8}  {:<20}  REPLACES",
+                    "ID", "ACCOUNT", "SERIAL", "MODEL", "STATE", "LAST SEEN"
+                );
+                for r in &recorders {
+                    let state = if r.revoked_at.is_some() {
+                        "revoked"
+                    } else if r.online(now) {
+                        "online"
+                    } else {
+                        "offline"
+                    };
+                    println!(
+                        "{:<36}  {:<36}  {:<16}  {:<12}  {:<8}  {:<20}  {}",
+                        r.id,
+                        r.account_id,
+                        r.serial,
+                        r.model,
+                        state,
+                        r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into()),
+                        r.replaces.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
+        }
+        Command::Recorders(RecordersCommand::Revoke { id }) => {
+            match store.revoke_recorder(&id, now, &actor).await {
+                Ok(true) => println!("Recorder {id} revoked: its next heartbeat will be refused."),
+                Ok(false) => println!("Recorder {id} was already revoked."),
+                Err(crate::store::StoreError::NotFound { .. }) => {
+                    anyhow::bail!(
+                        "recorder {id} does not exist: list recorders with `recorders list`"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Audit { limit, json } => {
+            let entries = store.audit_log(limit).await?;
+            if json {
+                println!("{:#}", serde_json::to_value(&entries)?);
+            } else {
+                for e in entries {
+                    println!(
+                        "{}  {:<24} {:<22} account={} recorder={} {}",
+                        rfc3339(e.at),
+                        e.action,
+                        e.actor,
+                        e.account_id.as_deref().unwrap_or("-"),
+                        e.recorder_id.as_deref().unwrap_or("-"),
+                        e.detail
+                    );
+                }
+            }
+        }
+        Command::Serve(_) | Command::ValidateConfig | Command::PrintDefaultConfig => {
+            unreachable!("handled in run")
+        }
+    }
+    Ok(())
+}
+
+fn whoami() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into())
+}

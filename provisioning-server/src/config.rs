@@ -1,0 +1,184 @@
+//! Server configuration: built-in defaults, an optional TOML file, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `serve` needs. Every field has a default, so no file is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Holds the SQLite database and `tls/`. Created on first start.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Address and port the HTTPS API listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IP addresses to put in the server certificate, besides the
+    /// listen address, `localhost`, 127.0.0.1 and ::1 (e.g. the host name recorders use).
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// How often recorders send a heartbeat, in seconds. A recorder is offline once three
+    /// intervals pass without one.
+    #[serde(default = "default_heartbeat_interval_secs")]
+    pub heartbeat_interval_secs: u32,
+    /// Lifetime of recorder certificates, in days.
+    #[serde(default = "default_certificate_lifetime_days")]
+    pub certificate_lifetime_days: u32,
+    /// Enrollment attempts allowed per client address and minute, as a burst that refills
+    /// evenly over the minute. Over it, the answer is 429 with `Retry-After`.
+    #[serde(default = "default_enroll_attempts_per_minute")]
+    pub enroll_attempts_per_minute: u32,
+    /// How often coalesced heartbeat times are written to the database, in milliseconds.
+    #[serde(default = "default_presence_flush_millis")]
+    pub presence_flush_millis: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/contera-provisioning")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_heartbeat_interval_secs() -> u32 {
+    30
+}
+fn default_certificate_lifetime_days() -> u32 {
+    90
+}
+fn default_enroll_attempts_per_minute() -> u32 {
+    60
+}
+fn default_presence_flush_millis() -> u64 {
+    1000
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty file gives the defaults")
+    }
+}
+
+/// A configuration that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+    Invalid { problems: Vec<String> },
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; unknown keys are errors that name the key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reports every problem at once, each with the key and what to do.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if !(1..=3600).contains(&self.heartbeat_interval_secs) {
+            problems.push(format!(
+                "heartbeat_interval_secs = {}: use a value from 1 to 3600",
+                self.heartbeat_interval_secs
+            ));
+        }
+        if !(1..=3650).contains(&self.certificate_lifetime_days) {
+            problems.push(format!(
+                "certificate_lifetime_days = {}: use a value from 1 to 3650",
+                self.certificate_lifetime_days
+            ));
+        }
+        if self.enroll_attempts_per_minute == 0 {
+            problems.push("enroll_attempts_per_minute = 0: use at least 1".to_string());
+        }
+        if !(10..=60_000).contains(&self.presence_flush_millis) {
+            problems.push(format!(
+                "presence_flush_millis = {}: use a value from 10 to 60000",
+                self.presence_flush_millis
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir is empty: name a directory the server may write".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    /// The SQLite database file inside the data directory.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("contera.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let config = ServerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.heartbeat_interval_secs, 30);
+        assert_eq!(config.certificate_lifetime_days, 90);
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = ServerConfig::parse("heartbeat_intervall_secs = 3\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat_intervall_secs"), "{err}");
+    }
+
+    #[test]
+    fn validate_lists_every_problem() {
+        let config = ServerConfig {
+            heartbeat_interval_secs: 0,
+            certificate_lifetime_days: 0,
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("heartbeat_interval_secs"), "{err}");
+        assert!(err.contains("certificate_lifetime_days"), "{err}");
+    }
+}
+
+/// The shipped, commented default configuration (`print-default-config`).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/provisioning.toml");
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_exactly_the_defaults() {
+        let shipped =
+            ServerConfig::parse(DEFAULT_CONFIG_TOML, Path::new("config/provisioning.toml"))
+                .unwrap();
+        shipped.validate().unwrap();
+        let defaults = ServerConfig::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    }
+}

@@ -1,0 +1,12 @@
+//! contera-provisioning: maps registration codes to accounts, issues recorder certificates
+//! from its own device CA, and tracks which recorders are online.
+
+pub mod accounts;
+pub mod api;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod files;
+pub mod recorders;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,347 @@
+//! Recorders: enrollment by key, heartbeats (coalesced in memory, written in batches),
+//! certificate renewal and the checks a client certificate must pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use contera_protocol::v1::{
+    AccountRef, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Instruction,
+    RenewRequest, RenewResponse,
+};
+use rustls_pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+use crate::accounts::{self, CodeRejected};
+use crate::ca::{self, CaError, CsrError, DeviceCa};
+use crate::store::{EnrollKind, EnrollRecord, Presence, Recorder, Store, StoreError};
+
+/// Longest accepted hardware field (serial, model, …), in bytes.
+const MAX_FIELD_BYTES: usize = 256;
+/// A recorder counts as online for this many heartbeat intervals after its last one.
+pub const GRACE_INTERVALS: i64 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("registration code not accepted: check the code with the account's admin, or ask for a new one")]
+    InvalidCode,
+    #[error("{0}")]
+    Csr(#[from] CsrError),
+    #[error("{0}")]
+    BadField(String),
+    #[error("a client certificate is required: enroll first, then present the certificate you were given")]
+    NoCertificate,
+    #[error("the client certificate is not one this server issued for a current recorder key")]
+    UnknownCertificate,
+    #[error("this recorder was revoked by an admin; enroll again with a registration code and a new key")]
+    Revoked,
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+impl From<StoreError> for RecorderError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Revoked => RecorderError::Revoked,
+            StoreError::Conflict(m) => RecorderError::Conflict(m),
+            other => RecorderError::Store(other),
+        }
+    }
+}
+
+impl From<CodeRejected> for RecorderError {
+    fn from(e: CodeRejected) -> Self {
+        match e {
+            CodeRejected::Invalid => RecorderError::InvalidCode,
+            CodeRejected::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Heartbeats waiting to be written, newest per recorder.
+#[derive(Default)]
+pub struct PresenceBuffer {
+    pending: Mutex<HashMap<String, Presence>>,
+    /// The last status written per recorder, so unchanged status is not rewritten.
+    written_status: Mutex<HashMap<String, String>>,
+}
+
+impl PresenceBuffer {
+    fn touch(&self, recorder_id: &str, now: i64, interval: u32, status: String) {
+        let changed = self
+            .written_status
+            .lock()
+            .expect("not poisoned")
+            .get(recorder_id)
+            != Some(&status);
+        let mut pending = self.pending.lock().expect("not poisoned");
+        let entry = pending
+            .entry(recorder_id.to_string())
+            .or_insert_with(|| Presence {
+                recorder_id: recorder_id.to_string(),
+                last_seen: now,
+                online_until: now,
+                status: None,
+            });
+        entry.last_seen = now;
+        entry.online_until = now + GRACE_INTERVALS * i64::from(interval);
+        if changed {
+            entry.status = Some(status);
+        }
+    }
+
+    /// Writes everything pending in one transaction. On failure the batch is put back
+    /// (unless newer heartbeats replaced it) so nothing is lost to a busy database.
+    pub async fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let batch: Vec<Presence> = {
+            let mut pending = self.pending.lock().expect("not poisoned");
+            pending.drain().map(|(_, p)| p).collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.record_presence(&batch).await {
+            Ok(()) => {
+                let mut written = self.written_status.lock().expect("not poisoned");
+                for p in &batch {
+                    if let Some(status) = &p.status {
+                        written.insert(p.recorder_id.clone(), status.clone());
+                    }
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                let mut pending = self.pending.lock().expect("not poisoned");
+                for p in batch {
+                    pending.entry(p.recorder_id.clone()).or_insert(p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("not poisoned").len()
+    }
+}
+
+/// The recorder-facing service: what the API's recorder routes call.
+pub struct Recorders {
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<DeviceCa>,
+    pub heartbeat_interval_secs: u32,
+    pub certificate_lifetime: Duration,
+    pub presence: PresenceBuffer,
+}
+
+fn check_field(name: &str, value: &str, required: bool) -> Result<(), RecorderError> {
+    if required && value.trim().is_empty() {
+        return Err(RecorderError::BadField(format!("hardware.{name} is empty")));
+    }
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(RecorderError::BadField(format!(
+            "hardware.{name} is longer than {MAX_FIELD_BYTES} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RecorderError::BadField(format!(
+            "hardware.{name} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Who a client certificate says it is.
+struct Presented {
+    recorder_id: String,
+    key_fingerprint: String,
+    not_after: i64,
+}
+
+fn presented(cert: &CertificateDer<'_>) -> Result<Presented, RecorderError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|_| RecorderError::UnknownCertificate)?;
+    let recorder_id = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or(RecorderError::UnknownCertificate)?
+        .to_string();
+    Ok(Presented {
+        recorder_id,
+        key_fingerprint: ca::spki_fingerprint(cert.public_key().raw),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+impl Recorders {
+    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, RecorderError> {
+        let hw = &req.hardware;
+        check_field("serial", &hw.serial, true)?;
+        check_field("model", &hw.model, true)?;
+        check_field("mac", hw.mac.as_deref().unwrap_or(""), false)?;
+        check_field("firmware", hw.firmware.as_deref().unwrap_or(""), false)?;
+        if req.agent_version.len() > MAX_FIELD_BYTES {
+            return Err(RecorderError::BadField("agent_version is too long".into()));
+        }
+        let (account, code_public_id) =
+            accounts::resolve_code(&self.store, &req.registration_code).await?;
+        let key = ca::parse_csr(&req.csr_pem)?;
+        let now = OffsetDateTime::now_utc();
+        let outcome = self
+            .store
+            .enroll(&EnrollRecord {
+                new_id: uuid::Uuid::new_v4().to_string(),
+                account_id: account.id.clone(),
+                key_fingerprint: key.fingerprint.clone(),
+                serial: hw.serial.trim().to_string(),
+                mac: hw.mac.clone(),
+                model: hw.model.trim().to_string(),
+                firmware: hw.firmware.clone(),
+                agent_version: req.agent_version.clone(),
+                code_public_id: code_public_id.clone(),
+                now: now.unix_timestamp(),
+            })
+            .await?;
+        let recorder = outcome.recorder;
+        let issued = self
+            .ca
+            .issue(&key, &recorder.id, self.certificate_lifetime, now)?;
+        self.store
+            .set_certificate(
+                &recorder.id,
+                &key.fingerprint,
+                &issued.serial_hex,
+                issued.not_after.unix_timestamp(),
+                &format!("code:{code_public_id}"),
+                "certificate.issued",
+                now.unix_timestamp(),
+            )
+            .await?;
+        match &outcome.kind {
+            EnrollKind::New { replaces: Some(old) } => log::info!(
+                "recorder {} enrolled into account {} with code {code_public_id}; possible replacement of {old}",
+                recorder.id, account.id
+            ),
+            EnrollKind::New { replaces: None } => log::info!(
+                "recorder {} enrolled into account {} with code {code_public_id}",
+                recorder.id, account.id
+            ),
+            EnrollKind::Again => log::info!("recorder {} enrolled again into account {}", recorder.id, account.id),
+            EnrollKind::Moved { from_account } => log::info!(
+                "recorder {} moved from account {from_account} to {}",
+                recorder.id, account.id
+            ),
+        }
+        Ok(EnrollResponse {
+            recorder_id: recorder.id,
+            account: AccountRef {
+                id: account.id,
+                name: account.name,
+            },
+            certificate_pem: issued.pem,
+            ca_chain_pem: self.ca.cert_pem().to_string(),
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
+            server_time: now,
+        })
+    }
+
+    /// The recorder a client certificate belongs to, if it is current and not revoked.
+    async fn authenticate(
+        &self,
+        cert: Option<&CertificateDer<'static>>,
+    ) -> Result<(Recorder, Presented), RecorderError> {
+        let cert = cert.ok_or(RecorderError::NoCertificate)?;
+        let presented = presented(cert)?;
+        let recorder = self
+            .store
+            .recorder(&presented.recorder_id)
+            .await?
+            .ok_or(RecorderError::UnknownCertificate)?;
+        if recorder.revoked_at.is_some() {
+            return Err(RecorderError::Revoked);
+        }
+        if recorder.key_fingerprint != presented.key_fingerprint {
+            return Err(RecorderError::UnknownCertificate);
+        }
+        Ok((recorder, presented))
+    }
+
+    pub async fn heartbeat(
+        &self,
+        cert: Option<&CertificateDer<'static>>,
+        req: HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, RecorderError> {
+        let (recorder, presented) = self.authenticate(cert).await?;
+        let now = OffsetDateTime::now_utc();
+        let status = serde_json::to_string(&req.status).unwrap_or_else(|_| "{}".into());
+        self.presence.touch(
+            &recorder.id,
+            now.unix_timestamp(),
+            self.heartbeat_interval_secs,
+            status,
+        );
+        let account = self
+            .store
+            .account(&recorder.account_id)
+            .await?
+            .ok_or_else(|| RecorderError::Conflict("the recorder's account is gone".into()))?;
+        let mut instructions = Vec::new();
+        let remaining = presented.not_after - now.unix_timestamp();
+        if remaining < self.certificate_lifetime.whole_seconds() / 10 {
+            instructions.push(Instruction::Renew);
+        }
+        Ok(HeartbeatResponse {
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
+            account: AccountRef {
+                id: account.id,
+                name: account.name,
+            },
+            instructions,
+            server_time: now,
+        })
+    }
+
+    /// Issues a new certificate to an authenticated recorder. The CSR may carry a new key:
+    /// the recorder keeps its id because its current certificate vouches for it.
+    pub async fn renew(
+        &self,
+        cert: Option<&CertificateDer<'static>>,
+        req: RenewRequest,
+    ) -> Result<RenewResponse, RecorderError> {
+        let (recorder, _) = self.authenticate(cert).await?;
+        let key = ca::parse_csr(&req.csr_pem)?;
+        let now = OffsetDateTime::now_utc();
+        let issued = self
+            .ca
+            .issue(&key, &recorder.id, self.certificate_lifetime, now)?;
+        let action = if key.fingerprint == recorder.key_fingerprint {
+            "certificate.renewed"
+        } else {
+            "certificate.renewed_with_new_key"
+        };
+        self.store
+            .set_certificate(
+                &recorder.id,
+                &key.fingerprint,
+                &issued.serial_hex,
+                issued.not_after.unix_timestamp(),
+                &format!("recorder:{}", recorder.id),
+                action,
+                now.unix_timestamp(),
+            )
+            .await?;
+        log::info!(
+            "recorder {} renewed its certificate ({action})",
+            recorder.id
+        );
+        Ok(RenewResponse {
+            certificate_pem: issued.pem,
+            ca_chain_pem: self.ca.cert_pem().to_string(),
+        })
+    }
+}

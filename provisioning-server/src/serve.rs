@@ -1,0 +1,217 @@
+//! The HTTPS server: TLS with optional client certificates, the presence flusher, and
+//! graceful shutdown. `launch` takes its listener and shutdown signal as arguments so that
+//! tests can hand in a port-0 listener.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::api::{self, AppState, ClientCert, PeerAddr};
+use crate::ca::Pki;
+use crate::config::ServerConfig;
+use crate::recorders::{PresenceBuffer, Recorders};
+use crate::store::{SqliteStore, Store};
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The names the server certificate must carry for this configuration.
+pub fn certificate_names(config: &ServerConfig, listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if listen.ip().is_unspecified() {
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            names.push(host.trim().to_string());
+        }
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(config.server_names.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| {
+        !n.is_empty()
+            && seen.insert(
+                n.parse::<IpAddr>()
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|_| n.to_lowercase()),
+            )
+    });
+    names
+}
+
+fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(pki.device_ca.cert_der().clone())
+        .context("loading the device CA into the client verifier")?;
+    // Certificates are optional at the TLS layer (enrollment has none); the recorder
+    // routes demand one. A certificate that does not chain to the device CA fails the
+    // handshake.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("building the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+        .context("loading the server certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled, then drains connections and
+/// writes pending heartbeats.
+pub async fn launch(
+    config: ServerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.database_path())
+            .await
+            .with_context(|| format!("opening database {}", config.database_path().display()))?,
+    );
+    let pki = Pki::load_or_create(
+        &Pki::tls_dir(&config.data_dir),
+        &certificate_names(&config, local),
+    )?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+    let state = Arc::new(AppState::new(
+        Recorders {
+            store: store.clone(),
+            ca: pki.device_ca.clone(),
+            heartbeat_interval_secs: config.heartbeat_interval_secs,
+            certificate_lifetime: time::Duration::days(config.certificate_lifetime_days.into()),
+            presence: PresenceBuffer::default(),
+        },
+        config.enroll_attempts_per_minute,
+    ));
+    let router = api::router(state.clone());
+
+    let flusher = tokio::spawn(flush_presence(
+        state.clone(),
+        Duration::from_millis(config.presence_flush_millis),
+        shutdown.clone(),
+    ));
+
+    log::info!("listening on https://{local}");
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving on {local}")),
+    ]);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    log::debug!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("TLS handshake with {peer} timed out");
+                    return;
+                }
+            };
+            let cert = ClientCert(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|c| Arc::new(c.clone().into_owned())),
+            );
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(cert.clone());
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    router.clone().oneshot(req)
+                },
+            );
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                log::debug!("connection with {peer} ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    log::info!("shutting down: draining connections");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+    flusher.await.ok();
+    // Heartbeats that arrived while connections drained are written too.
+    if let Err(e) = state
+        .recorders
+        .presence
+        .flush(state.recorders.store.as_ref())
+        .await
+    {
+        log::error!("writing the last heartbeats failed: {e}");
+    }
+    Ok(())
+}
+
+async fn flush_presence(state: Arc<AppState>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = shutdown.cancelled() => true,
+        };
+        if let Err(e) = state
+            .recorders
+            .presence
+            .flush(state.recorders.store.as_ref())
+            .await
+        {
+            log::warn!(
+                "writing heartbeats failed ({} pending, will retry): {e}",
+                state.recorders.presence.pending()
+            );
+        }
+        state.enroll_limiter.retain_recent();
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The embedded SQLite store: one file under the data directory, in WAL mode so the admin
+//! CLI can write while the server runs.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::*;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const RECORDER_COLUMNS: &str = "id, account_id, key_fingerprint, serial, mac, model, firmware, \
+    agent_version, replaces, enrolled_at, cert_serial, cert_not_after, last_seen, online_until, \
+    status, revoked_at";
+
+const ACCOUNT_SELECT: &str = "SELECT a.id, a.name, a.kind, a.parent_id, a.created_at, \
+    (SELECT c.public_id FROM registration_codes c WHERE c.account_id = a.id AND c.disabled_at IS NULL \
+     ORDER BY c.created_at DESC LIMIT 1) AS code_public_id FROM accounts a";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs the migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn account_from_row(row: &SqliteRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: AccountKind::parse(row.try_get::<&str, _>("kind")?),
+        parent_id: row.try_get("parent_id")?,
+        code_public_id: row.try_get("code_public_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn recorder_from_row(row: &SqliteRow) -> Result<Recorder, sqlx::Error> {
+    Ok(Recorder {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        key_fingerprint: row.try_get("key_fingerprint")?,
+        serial: row.try_get("serial")?,
+        mac: row.try_get("mac")?,
+        model: row.try_get("model")?,
+        firmware: row.try_get("firmware")?,
+        agent_version: row.try_get("agent_version")?,
+        replaces: row.try_get("replaces")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        cert_serial: row.try_get("cert_serial")?,
+        cert_not_after: row.try_get("cert_not_after")?,
+        last_seen: row.try_get("last_seen")?,
+        online_until: row.try_get("online_until")?,
+        status: row.try_get("status")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    at: i64,
+    actor: &str,
+    action: &str,
+    account_id: Option<&str>,
+    recorder_id: Option<&str>,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action, account_id, recorder_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(at)
+    .bind(actor)
+    .bind(action)
+    .bind(account_id)
+    .bind(recorder_id)
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn recorder_by(
+    tx: &mut Transaction<'_, Sqlite>,
+    column: &str,
+    value: &str,
+) -> Result<Option<Recorder>, sqlx::Error> {
+    let sql = format!("SELECT {RECORDER_COLUMNS} FROM recorders WHERE {column} = ?");
+    let row = sqlx::query(&sql)
+        .bind(value)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(recorder_from_row).transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(
+        &self,
+        account: &Account,
+        code_public_id: &str,
+        code_secret_hash: &[u8],
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, name, kind, parent_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&account.id)
+        .bind(&account.name)
+        .bind(account.kind.as_str())
+        .bind(&account.parent_id)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted {
+            if e.is_foreign_key_violation() {
+                return Err(StoreError::NotFound {
+                    what: "parent account",
+                    id: account.parent_id.clone().unwrap_or_default(),
+                });
+            }
+        }
+        inserted?;
+        insert_code(
+            &mut tx,
+            &account.id,
+            code_public_id,
+            code_secret_hash,
+            account.created_at,
+        )
+        .await?;
+        audit(
+            &mut tx,
+            account.created_at,
+            actor,
+            "account.created",
+            Some(&account.id),
+            None,
+            serde_json::json!({
+                "name": account.name,
+                "kind": account.kind.as_str(),
+                "parent_id": account.parent_id,
+                "code_public_id": code_public_id,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE a.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account_from_row).transpose()?)
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query(&format!("{ACCOUNT_SELECT} ORDER BY a.created_at, a.name"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn rotate_code(
+        &self,
+        account_id: &str,
+        code_public_id: &str,
+        code_secret_hash: &[u8],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let disabled = sqlx::query(
+            "UPDATE registration_codes SET disabled_at = ? WHERE account_id = ? AND disabled_at IS NULL RETURNING public_id",
+        )
+        .bind(now)
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "account",
+                id: account_id.to_string(),
+            });
+        }
+        insert_code(&mut tx, account_id, code_public_id, code_secret_hash, now).await?;
+        let old: Vec<String> = disabled
+            .iter()
+            .map(|r| r.try_get::<String, _>("public_id"))
+            .collect::<Result<_, _>>()?;
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "code.rotated",
+            Some(account_id),
+            None,
+            serde_json::json!({ "disabled": old, "code_public_id": code_public_id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn code(&self, public_id: &str) -> Result<Option<StoredCode>, StoreError> {
+        let row = sqlx::query(
+            "SELECT public_id, account_id, secret_hash, disabled_at FROM registration_codes WHERE public_id = ?",
+        )
+        .bind(public_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|row| -> Result<StoredCode, sqlx::Error> {
+                Ok(StoredCode {
+                    public_id: row.try_get("public_id")?,
+                    account_id: row.try_get("account_id")?,
+                    secret_hash: row.try_get("secret_hash")?,
+                    disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn enroll(&self, r: &EnrollRecord) -> Result<EnrollOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The write comes first so the transaction holds the write lock from its start:
+        // two racing enrollments of one key serialise here and the loser sees the row.
+        let inserted = sqlx::query(
+            "INSERT INTO recorders (id, account_id, key_fingerprint, serial, mac, model, firmware, \
+             agent_version, enrolled_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key_fingerprint) DO NOTHING",
+        )
+        .bind(&r.new_id)
+        .bind(&r.account_id)
+        .bind(&r.key_fingerprint)
+        .bind(&r.serial)
+        .bind(&r.mac)
+        .bind(&r.model)
+        .bind(&r.firmware)
+        .bind(&r.agent_version)
+        .bind(r.now)
+        .bind(r.now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let actor = format!("code:{}", r.code_public_id);
+        let kind = if inserted {
+            let replaces: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM recorders WHERE serial = ? AND id <> ? AND revoked_at IS NULL \
+                 ORDER BY enrolled_at DESC, id LIMIT 1",
+            )
+            .bind(&r.serial)
+            .bind(&r.new_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(old) = &replaces {
+                sqlx::query("UPDATE recorders SET replaces = ? WHERE id = ?")
+                    .bind(old)
+                    .bind(&r.new_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            audit(
+                &mut tx,
+                r.now,
+                &actor,
+                "recorder.enrolled",
+                Some(&r.account_id),
+                Some(&r.new_id),
+                serde_json::json!({ "serial": r.serial, "model": r.model, "replaces": replaces }),
+            )
+            .await?;
+            EnrollKind::New { replaces }
+        } else {
+            let existing = recorder_by(&mut tx, "key_fingerprint", &r.key_fingerprint)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Conflict("recorder vanished during enrollment".into())
+                })?;
+            if existing.revoked_at.is_some() {
+                return Err(StoreError::Revoked);
+            }
+            sqlx::query(
+                "UPDATE recorders SET account_id = ?, serial = ?, mac = ?, model = ?, firmware = ?, \
+                 agent_version = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(&r.account_id)
+            .bind(&r.serial)
+            .bind(&r.mac)
+            .bind(&r.model)
+            .bind(&r.firmware)
+            .bind(&r.agent_version)
+            .bind(r.now)
+            .bind(&existing.id)
+            .execute(&mut *tx)
+            .await?;
+            if existing.account_id != r.account_id {
+                audit(
+                    &mut tx,
+                    r.now,
+                    &actor,
+                    "recorder.moved",
+                    Some(&r.account_id),
+                    Some(&existing.id),
+                    serde_json::json!({ "from_account": existing.account_id, "to_account": r.account_id }),
+                )
+                .await?;
+                EnrollKind::Moved {
+                    from_account: existing.account_id,
+                }
+            } else {
+                audit(
+                    &mut tx,
+                    r.now,
+                    &actor,
+                    "recorder.re_enrolled",
+                    Some(&r.account_id),
+                    Some(&existing.id),
+                    serde_json::json!({}),
+                )
+                .await?;
+                EnrollKind::Again
+            }
+        };
+        let recorder = recorder_by(&mut tx, "key_fingerprint", &r.key_fingerprint)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("recorder vanished during enrollment".into()))?;
+        tx.commit().await?;
+        Ok(EnrollOutcome { recorder, kind })
+    }
+
+    async fn set_certificate(
+        &self,
+        recorder_id: &str,
+        key_fingerprint: &str,
+        cert_serial: &str,
+        not_after: i64,
+        actor: Actor<'_>,
+        action: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE recorders SET key_fingerprint = ?, cert_serial = ?, cert_not_after = ?, updated_at = ? \
+             WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(key_fingerprint)
+        .bind(cert_serial)
+        .bind(not_after)
+        .bind(now)
+        .bind(recorder_id)
+        .execute(&mut *tx)
+        .await;
+        match updated {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(
+                    "that key already belongs to another recorder".into(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+            Ok(done) if done.rows_affected() == 0 => return Err(StoreError::Revoked),
+            Ok(_) => {}
+        }
+        audit(
+            &mut tx,
+            now,
+            actor,
+            action,
+            None,
+            Some(recorder_id),
+            serde_json::json!({ "cert_serial": cert_serial, "not_after": not_after }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recorder(&self, id: &str) -> Result<Option<Recorder>, StoreError> {
+        let sql = format!("SELECT {RECORDER_COLUMNS} FROM recorders WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(recorder_from_row).transpose()?)
+    }
+
+    async fn recorders(&self, account_id: Option<&str>) -> Result<Vec<Recorder>, StoreError> {
+        let rows = match account_id {
+            Some(account) => {
+                sqlx::query(&format!(
+                    "SELECT {RECORDER_COLUMNS} FROM recorders WHERE account_id = ? ORDER BY enrolled_at, id"
+                ))
+                .bind(account)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {RECORDER_COLUMNS} FROM recorders ORDER BY enrolled_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(recorder_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_recorder(
+        &self,
+        id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE recorders SET revoked_at = ?, online_until = NULL, updated_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let Some(recorder) = recorder_by(&mut tx, "id", id).await? else {
+            return Err(StoreError::NotFound {
+                what: "recorder",
+                id: id.to_string(),
+            });
+        };
+        if changed {
+            audit(
+                &mut tx,
+                now,
+                actor,
+                "recorder.revoked",
+                Some(&recorder.account_id),
+                Some(id),
+                serde_json::json!({ "serial": recorder.serial }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn record_presence(&self, batch: &[Presence]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for p in batch {
+            // A revoked recorder stays offline whatever heartbeats were in flight.
+            sqlx::query(
+                "UPDATE recorders SET last_seen = MAX(COALESCE(last_seen, 0), ?), \
+                 online_until = CASE WHEN revoked_at IS NULL THEN ? ELSE NULL END, \
+                 status = COALESCE(?, status) WHERE id = ?",
+            )
+            .bind(p.last_seen)
+            .bind(p.online_until)
+            .bind(&p.status)
+            .bind(&p.recorder_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, account_id, recorder_id, detail FROM audit_log ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    account_id: row.try_get("account_id")?,
+                    recorder_id: row.try_get("recorder_id")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+async fn insert_code(
+    tx: &mut Transaction<'_, Sqlite>,
+    account_id: &str,
+    public_id: &str,
+    secret_hash: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO registration_codes (public_id, account_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(public_id)
+    .bind(account_id)
+    .bind(secret_hash)
+    .bind(now)
+    .execute(&mut **tx)
+    .await;
+    match result {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+            format!("registration code id {public_id} is taken"),
+        )),
+        other => other.map(|_| ()).map_err(StoreError::from),
+    }
+}
