@@ -1,0 +1,237 @@
+//! The installer's command line: `run` starts the daemon; `enroll`, `status` and
+//! `unenroll` talk to it over the control socket.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use contera_protocol::RegistrationCode;
+
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use crate::control::{self, Request, Response, Status};
+use crate::state::StateFile;
+
+/// Exit code for usage and configuration errors, and for a mistyped code.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "contera-agent",
+    version,
+    about = "Enrolls this recorder with a Contera provisioning server"
+)]
+pub struct Cli {
+    /// Configuration file
+    #[arg(long, global = true, env = "CONTERA_AGENT_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (what systemd starts)
+    Run,
+    /// Enroll this recorder with an account's registration code
+    Enroll {
+        /// The code, as shown for the account (dashes and case do not matter)
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether and where this recorder is enrolled
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget this recorder's identity (key and certificate)
+    Unenroll,
+    /// Check the configuration file and exit (0 valid, 2 invalid)
+    ValidateConfig,
+    /// Print a commented default configuration
+    PrintDefaultConfig,
+}
+
+/// The shipped, commented example configuration.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/agent.toml");
+
+fn load_config(path: &Path) -> Result<AgentConfig, ExitCode> {
+    AgentConfig::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            ExitCode::SUCCESS
+        }
+        Command::ValidateConfig => match load_config(&cli.config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            crate::logging::init(&config.agent.log_level);
+            match crate::daemon::run(config, cli.config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("cannot start: {e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Enroll { code, json } => {
+            // Catch typos before anything else, even before reading the config.
+            if let Err(e) = code.parse::<RegistrationCode>() {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match control::call(&config.agent.control_socket, &Request::Enroll { code }).await {
+                Err(e) => fail(&e.to_string()),
+                Ok(Response::Enrolled {
+                    recorder_id,
+                    account,
+                }) => {
+                    if json {
+                        println!(
+                            "{:#}",
+                            serde_json::json!({ "recorder_id": recorder_id, "account": account })
+                        );
+                    } else {
+                        println!(
+                            "Enrolled: this recorder joined the account \"{}\".",
+                            account.name
+                        );
+                        println!("  account id:  {}", account.id);
+                        println!("  recorder id: {recorder_id}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(Response::Failed { kind, message }) => {
+                    if json {
+                        println!(
+                            "{:#}",
+                            serde_json::json!({ "error": { "kind": kind, "message": message } })
+                        );
+                    }
+                    if kind == "typo" {
+                        eprintln!("error: {message}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                    fail(&format!("not enrolled: {message}"))
+                }
+                Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
+            }
+        }
+        Command::Status { json } => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let status = match control::call(&config.agent.control_socket, &Request::Status).await {
+                Ok(Response::Status(status)) => status,
+                Ok(other) => return fail(&format!("unexpected answer from the daemon: {other:?}")),
+                Err(control::ControlError::NotRunning { .. }) => offline_status(&config),
+                Err(e) => return fail(&e.to_string()),
+            };
+            if json {
+                println!(
+                    "{:#}",
+                    serde_json::to_value(&status).expect("status serialises")
+                );
+            } else {
+                print_status(&status, &config);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Unenroll => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match control::call(&config.agent.control_socket, &Request::Unenroll).await {
+                Ok(Response::Unenrolled { was_enrolled: true }) => {
+                    println!("Identity forgotten: the recorder needs a registration code to enroll again.");
+                    ExitCode::SUCCESS
+                }
+                Ok(Response::Unenrolled {
+                    was_enrolled: false,
+                }) => {
+                    println!("The recorder was not enrolled; nothing to forget.");
+                    ExitCode::SUCCESS
+                }
+                Ok(Response::Failed { message, .. }) => fail(&message),
+                Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Status read from the state file when the daemon is not running.
+fn offline_status(config: &AgentConfig) -> Status {
+    let state = StateFile::new(&config.agent.state_dir)
+        .load()
+        .unwrap_or_default();
+    let enrollment = state.enrollment.as_ref();
+    Status {
+        enrolled: enrollment.is_some(),
+        revoked: state.revoked.is_some() && enrollment.is_none(),
+        recorder_id: enrollment.map(|e| e.recorder_id.clone()),
+        account: enrollment.map(|e| e.account.clone()),
+        server: config.server.url.clone(),
+        last_heartbeat: None,
+        certificate_expires: enrollment.map(|e| crate::daemon::rfc3339(e.certificate_expires)),
+        renew_at: enrollment.map(|e| crate::daemon::rfc3339(e.renew_at)),
+        last_error: None,
+        daemon_running: false,
+    }
+}
+
+fn print_status(status: &Status, config: &AgentConfig) {
+    if !status.daemon_running {
+        println!(
+            "The daemon is not running (start it with `systemctl start contera-agent`); from {}:",
+            config.agent.state_dir.display()
+        );
+    }
+    match (&status.account, status.revoked) {
+        (Some(account), _) => {
+            println!("Enrolled in \"{}\"", account.name);
+            println!("  account id:          {}", account.id);
+            println!("  recorder id:         {}", status.recorder_id.as_deref().unwrap_or("-"));
+            println!("  server:              {}", status.server);
+            println!("  last heartbeat:      {}", status.last_heartbeat.as_deref().unwrap_or("none yet"));
+            println!("  certificate expires: {}", status.certificate_expires.as_deref().unwrap_or("-"));
+            if let Some(error) = &status.last_error {
+                println!("  problem:             {error}");
+            }
+        }
+        (None, true) => println!(
+            "Revoked by the server: enter a new code with `contera-agent enroll --code XXXX-…`"
+        ),
+        (None, false) => println!(
+            "Not enrolled: waiting for a registration code. Enter it with `contera-agent enroll --code XXXX-…`"
+        ),
+    }
+}

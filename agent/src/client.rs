@@ -1,0 +1,266 @@
+//! HTTPS calls to the provisioning server, and the classification of every failure as
+//! permanent (do not retry) or transient (retry with backoff).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use contera_protocol::v1::{
+    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, RenewRequest,
+    RenewResponse, ENROLL_PATH, HEARTBEAT_PATH, RENEW_PATH,
+};
+use contera_protocol::{ErrorBody, ErrorCode};
+use reqwest::StatusCode;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::config::ServerSection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("cannot read [server] ca_file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[server] ca_file {path} holds no usable PEM certificate: point it at the server's tls/ca.pem")]
+    CaFileEmpty { path: PathBuf },
+    #[error("the stored certificate or key cannot be used for TLS: {0}")]
+    Identity(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("HTTP client setup failed: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Why a call failed, in the terms the agent acts on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The server could not be reached or did not answer in time.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The server's certificate is not valid yet or expired: almost always a wrong clock.
+    #[error("the clock looks wrong: {0}; set the recorder's date and time (or enable NTP) and try again")]
+    Clock(String),
+    /// TLS failed for another reason (untrusted server, refused client certificate).
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// The server said 429: wait at least this long.
+    #[error("the server is busy; asked to retry in {} s", .0.as_secs())]
+    RateLimited(Duration),
+    /// The server said no, with its error body.
+    #[error("{message} (HTTP {status}, {code})")]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The answer was not what the protocol says.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl CallError {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::Unreachable(_) | CallError::RateLimited(_) | CallError::Protocol(_) => true,
+            CallError::Rejected { status, .. } => *status >= 500,
+            CallError::Clock(_) | CallError::Tls(_) => false,
+        }
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            CallError::Rejected { code, .. } => ErrorCode::parse(code),
+            _ => None,
+        }
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, CallError::Rejected { status: 410, .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::RateLimited(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// A client certificate and its key, both PEM.
+pub struct Credential<'a> {
+    pub certificate_pem: &'a str,
+    pub key_pem: &'a str,
+}
+
+/// Talks to one provisioning server, with or without a client certificate.
+#[derive(Clone)]
+pub struct ServerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn root_store(server: &ServerSection) -> Result<rustls::RootCertStore, ClientSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    // System roots first; an unreadable system store only means fewer roots.
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &server.ca_file {
+        let pem = std::fs::read(path).map_err(|source| ClientSetupError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+            if roots.add(cert).is_ok() {
+                added += 1;
+            }
+        }
+        if added == 0 {
+            return Err(ClientSetupError::CaFileEmpty { path: path.clone() });
+        }
+    }
+    Ok(roots)
+}
+
+impl ServerClient {
+    pub fn new(
+        server: &ServerSection,
+        credential: Option<Credential<'_>>,
+    ) -> Result<Self, ClientSetupError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(root_store(server)?);
+        let tls = match credential {
+            None => builder.with_no_client_auth(),
+            Some(cred) => {
+                let chain = CertificateDer::pem_slice_iter(cred.certificate_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ClientSetupError::Identity(e.to_string()))?;
+                let key = PrivateKeyDer::from_pem_slice(cred.key_pem.as_bytes())
+                    .map_err(|e| ClientSetupError::Identity(e.to_string()))?;
+                builder.with_client_auth_cert(chain, key)?
+            }
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_secs(server.connect_timeout_secs))
+            .timeout(Duration::from_secs(server.request_timeout_secs))
+            .user_agent(concat!("contera-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(ServerClient {
+            base: server.url.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, CallError> {
+        self.post(ENROLL_PATH, req).await
+    }
+
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, CallError> {
+        self.post(HEARTBEAT_PATH, req).await
+    }
+
+    pub async fn renew(&self, req: &RenewRequest) -> Result<RenewResponse, CallError> {
+        self.post(RENEW_PATH, req).await
+    }
+
+    async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, CallError> {
+        let url = format!("{}{}", self.base, path);
+        let response = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| classify_transport(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<R>()
+                .await
+                .map_err(|e| CallError::Protocol(e.to_string()));
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response.text().await.unwrap_or_default();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(CallError::RateLimited(Duration::from_secs(
+                retry_after.unwrap_or(60),
+            )));
+        }
+        match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(err) => Err(CallError::Rejected {
+                status: status.as_u16(),
+                code: err.error.code,
+                message: err.error.message,
+            }),
+            Err(_) => Err(CallError::Rejected {
+                status: status.as_u16(),
+                code: "unknown".into(),
+                message: format!("HTTP {status} without an error body"),
+            }),
+        }
+    }
+}
+
+/// Turns a transport error into words a person can act on, looking through its causes
+/// for the TLS error underneath.
+fn classify_transport(err: &reqwest::Error) -> CallError {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    let mut tls: Option<rustls::Error> = None;
+    while let Some(e) = source {
+        if !chain.is_empty() {
+            chain.push_str(": ");
+        }
+        chain.push_str(&e.to_string());
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            tls = Some(t.clone());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(t) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                tls = Some(t.clone());
+            }
+        }
+        source = e.source();
+    }
+    use rustls::CertificateError as C;
+    match tls {
+        Some(rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. })) => {
+            CallError::Clock(format!("the server's certificate is not valid yet ({chain})"))
+        }
+        Some(rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => {
+            CallError::Clock(format!("the server's certificate has expired ({chain})"))
+        }
+        Some(rustls::Error::InvalidCertificate(C::UnknownIssuer)) => CallError::Tls(format!(
+            "the server's certificate is not signed by a trusted CA; set [server] ca_file to the server's tls/ca.pem ({chain})"
+        )),
+        Some(rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+            CallError::Tls(format!(
+                "the server's certificate does not name the host in [server] url; add it to the server's server_names ({chain})"
+            ))
+        }
+        Some(other) => CallError::Tls(format!("{other} ({chain})")),
+        None => CallError::Unreachable(chain),
+    }
+}

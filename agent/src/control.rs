@@ -1,0 +1,205 @@
+//! The local control socket: newline-delimited JSON between the CLI (`enroll`, `status`,
+//! `unenroll`) and the daemon. Every request is answered by the daemon's main loop.
+
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use contera_protocol::v1::AccountRef;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Longest request line accepted, in bytes.
+const MAX_REQUEST_BYTES: u64 = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Enroll { code: String },
+    Status,
+    Unenroll,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Enrolled {
+        recorder_id: String,
+        account: AccountRef,
+    },
+    Status(Status),
+    Unenrolled {
+        was_enrolled: bool,
+    },
+    Failed {
+        /// `typo`, `rejected`, `unreachable`, `clock`, `tls`, `busy` or `internal`.
+        kind: String,
+        message: String,
+    },
+}
+
+/// What `contera-agent status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub enrolled: bool,
+    pub revoked: bool,
+    pub recorder_id: Option<String>,
+    pub account: Option<AccountRef>,
+    pub server: String,
+    /// RFC 3339 time of the last heartbeat the server accepted since the daemon started.
+    pub last_heartbeat: Option<String>,
+    pub certificate_expires: Option<String>,
+    pub renew_at: Option<String>,
+    /// The last failure talking to the server, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Whether the daemon answered (false: read from the state file).
+    pub daemon_running: bool,
+}
+
+/// A request waiting for the main loop's answer.
+pub type Command = (Request, oneshot::Sender<Response>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot create the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another contera-agent is already running on {path}: stop it first (systemctl stop contera-agent)")]
+    InUse { path: PathBuf },
+    #[error("the contera-agent daemon is not running (no control socket at {path}): start it with `systemctl start contera-agent` (or `contera-agent run`)")]
+    NotRunning { path: PathBuf },
+    #[error("permission denied on {path}: run as root or as a member of the contera-agent group")]
+    Denied { path: PathBuf },
+    #[error("talking to the daemon on {path} failed: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// Binds the socket (replacing a stale one), mode 0660 so the service's group may use it.
+pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ControlError::Bind {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    if path.exists() {
+        // A live daemon answers; a stale socket from a crash refuses and is removed.
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ControlError::InUse {
+                path: path.to_owned(),
+            });
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        ControlError::Bind {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+/// Accepts connections until `shutdown`, passing each request to the main loop.
+pub async fn serve(
+    listener: UnixListener,
+    commands: mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("control socket accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, commands).await {
+                log::debug!("control connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read)
+        .take(MAX_REQUEST_BYTES)
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Failed {
+            kind: "internal".into(),
+            message: format!("bad control request: {e}"),
+        },
+        Ok(request) => {
+            let (tx, rx) = oneshot::channel();
+            if commands.send((request, tx)).await.is_err() {
+                Response::Failed {
+                    kind: "internal".into(),
+                    message: "the daemon is shutting down".into(),
+                }
+            } else {
+                rx.await.unwrap_or(Response::Failed {
+                    kind: "internal".into(),
+                    message: "the daemon dropped the request".into(),
+                })
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&response).expect("response serialises");
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Sends one request to the daemon and waits for the answer.
+pub async fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => ControlError::NotRunning {
+                path: path.to_owned(),
+            },
+            ErrorKind::PermissionDenied => ControlError::Denied {
+                path: path.to_owned(),
+            },
+            _ => ControlError::Io {
+                path: path.to_owned(),
+                message: e.to_string(),
+            },
+        })?;
+    let io_err = |e: std::io::Error| ControlError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).expect("request serialises");
+    line.push(b'\n');
+    write.write_all(&line).await.map_err(io_err)?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(io_err)?;
+    serde_json::from_str(&answer).map_err(|e| ControlError::Io {
+        path: path.to_owned(),
+        message: format!("unreadable answer ({e})"),
+    })
+}

@@ -1,0 +1,282 @@
+//! The daemon: one main loop owns the state and does everything in turn (control
+//! requests, heartbeats, renewals), so there is no shared mutable state to race on.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rcgen::KeyPair;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Credential, ServerClient};
+use crate::config::AgentConfig;
+use crate::control::{self, Command, Request, Response, Status};
+use crate::identity;
+use crate::retry::Backoff;
+use crate::state::{State, StateFile};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientSetupError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+}
+
+pub struct Agent {
+    pub(crate) config: AgentConfig,
+    pub(crate) state_file: StateFile,
+    pub(crate) state: State,
+    /// Loaded while enrolled.
+    pub(crate) key: Option<KeyPair>,
+    /// Without a client certificate: for enrollment.
+    pub(crate) anonymous: ServerClient,
+    /// With the recorder's certificate: for heartbeats and renewal.
+    pub(crate) authenticated: Option<ServerClient>,
+    pub(crate) backoff: Backoff,
+    pub(crate) next_beat: Option<Instant>,
+    pub(crate) last_heartbeat: Option<OffsetDateTime>,
+    pub(crate) last_error: Option<String>,
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+impl Agent {
+    /// Loads state and key and builds the HTTP clients; nothing here needs the network.
+    pub fn start(config: AgentConfig) -> Result<Agent, StartError> {
+        let state_file = StateFile::new(&config.agent.state_dir);
+        state_file.prepare()?;
+        let state = state_file.load()?;
+        let anonymous = ServerClient::new(&config.server, None)?;
+        let backoff = Backoff::new(Duration::from_secs(config.agent.max_backoff_secs));
+        let mut agent = Agent {
+            config,
+            state_file,
+            state,
+            key: None,
+            anonymous,
+            authenticated: None,
+            backoff,
+            next_beat: None,
+            last_heartbeat: None,
+            last_error: None,
+        };
+        if agent.state.enrollment.is_some() {
+            match identity::load_key(agent.state_file.dir())? {
+                Some(key) => {
+                    agent.key = Some(key);
+                    agent.rebuild_authenticated()?;
+                    agent.next_beat = Some(Instant::now());
+                }
+                None => {
+                    log::error!(
+                        "the state says enrolled but the key {} is missing; enroll again with a registration code",
+                        identity::key_path(agent.state_file.dir()).display()
+                    );
+                    agent.state.enrollment = None;
+                }
+            }
+        }
+        Ok(agent)
+    }
+
+    pub(crate) fn rebuild_authenticated(&mut self) -> Result<(), crate::client::ClientSetupError> {
+        self.authenticated = match (&self.state.enrollment, &self.key) {
+            (Some(enrollment), Some(key)) => Some(ServerClient::new(
+                &self.config.server,
+                Some(Credential {
+                    certificate_pem: &enrollment.certificate_pem,
+                    key_pem: &key.serialize_pem(),
+                }),
+            )?),
+            _ => None,
+        };
+        Ok(())
+    }
+
+    /// Plain words for `STATUS=` and the `status` command.
+    pub fn status_line(&self) -> String {
+        if self.state.revoked.is_some() && self.state.enrollment.is_none() {
+            return "revoked by the server: enter a new code".to_string();
+        }
+        let Some(enrollment) = &self.state.enrollment else {
+            return "waiting for a registration code".to_string();
+        };
+        match (&self.last_error, self.last_heartbeat) {
+            (Some(error), _) => {
+                let next = self
+                    .next_beat
+                    .map(|t| t.saturating_duration_since(Instant::now()).as_secs())
+                    .unwrap_or(0);
+                format!(
+                    "enrolled in {}; {error}; next try in {next} s",
+                    enrollment.account.name
+                )
+            }
+            (None, Some(at)) => {
+                let ago = (OffsetDateTime::now_utc() - at).whole_seconds().max(0);
+                format!(
+                    "enrolled in {}, last heartbeat {ago} s ago",
+                    enrollment.account.name
+                )
+            }
+            (None, None) => format!("enrolled in {}, connecting", enrollment.account.name),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let enrollment = self.state.enrollment.as_ref();
+        Status {
+            enrolled: enrollment.is_some(),
+            revoked: self.state.revoked.is_some() && enrollment.is_none(),
+            recorder_id: enrollment
+                .map(|e| e.recorder_id.clone())
+                .or_else(|| self.state.revoked.as_ref().map(|r| r.recorder_id.clone())),
+            account: enrollment.map(|e| e.account.clone()),
+            server: self.config.server.url.clone(),
+            last_heartbeat: self.last_heartbeat.map(rfc3339),
+            certificate_expires: enrollment.map(|e| rfc3339(e.certificate_expires)),
+            renew_at: enrollment.map(|e| rfc3339(e.renew_at)),
+            last_error: self.last_error.clone(),
+            daemon_running: true,
+        }
+    }
+
+    /// Forgets the identity: state and key. The server keeps the recorder's row.
+    pub(crate) fn unenroll(&mut self) -> Response {
+        let was_enrolled = self.state.enrollment.is_some();
+        let mut next = self.state.clone();
+        next.enrollment = None;
+        next.revoked = None;
+        if let Err(e) = self.state_file.save(&mut next) {
+            return Response::Failed {
+                kind: "internal".into(),
+                message: format!("could not forget the identity: {e}"),
+            };
+        }
+        self.state = next;
+        if let Err(e) = identity::delete_key(self.state_file.dir()) {
+            log::error!("{e}");
+        }
+        self.key = None;
+        self.authenticated = None;
+        self.next_beat = None;
+        self.last_error = None;
+        self.last_heartbeat = None;
+        log::info!("identity forgotten (unenroll); waiting for a registration code");
+        Response::Unenrolled { was_enrolled }
+    }
+
+    async fn handle(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(self.status()),
+            Request::Enroll { code } => self.enroll(&code).await,
+            Request::Unenroll => self.unenroll(),
+        }
+    }
+
+    fn reload(&mut self, path: &Path) {
+        match AgentConfig::load(path) {
+            Err(e) => log::error!("SIGHUP: keeping the running configuration: {e}"),
+            Ok(config) => match ServerClient::new(&config.server, None) {
+                Err(e) => log::error!("SIGHUP: keeping the running configuration: {e}"),
+                Ok(anonymous) => {
+                    let old = std::mem::replace(&mut self.config, config);
+                    self.anonymous = anonymous;
+                    if let Err(e) = self.rebuild_authenticated() {
+                        log::error!("SIGHUP: keeping the running configuration: {e}");
+                        self.config = old;
+                        self.anonymous = ServerClient::new(&self.config.server, None)
+                            .expect("the old configuration built before");
+                        let _ = self.rebuild_authenticated();
+                        return;
+                    }
+                    self.backoff =
+                        Backoff::new(Duration::from_secs(self.config.agent.max_backoff_secs));
+                    log::info!("configuration reloaded from {}", path.display());
+                }
+            },
+        }
+    }
+
+    fn notify_status(&self) {
+        let line = self.status_line();
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Returns once the loop has stopped cleanly.
+pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartError> {
+    let socket_path = config.agent.control_socket.clone();
+    let mut agent = Agent::start(config)?;
+    let listener = control::bind(&socket_path).await?;
+    let shutdown = CancellationToken::new();
+    let (tx, mut commands) = mpsc::channel::<Command>(16);
+    let control_task = tokio::spawn(control::serve(listener, tx, shutdown.clone()));
+
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+
+    // Half the watchdog period, pinged from this loop: a wedged loop stops the pings.
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let line = agent.status_line();
+    log::info!(
+        "contera-agent {} started; server {}; {line}",
+        env!("CARGO_PKG_VERSION"),
+        agent.config.server.url
+    );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&line),
+    ]);
+
+    loop {
+        let beat_at = agent.next_beat.map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+                }
+                agent.reload(&config_path);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            Some((request, reply)) = commands.recv() => {
+                let response = agent.handle(request).await;
+                let _ = reply.send(response);
+            }
+            _ = async { tokio::time::sleep_until(beat_at.expect("guarded")).await }, if beat_at.is_some() => {
+                agent.beat().await;
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+        agent.notify_status();
+    }
+
+    log::info!("stopping");
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("stopping"),
+    ]);
+    shutdown.cancel();
+    let _ = control_task.await;
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}

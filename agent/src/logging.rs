@@ -1,0 +1,30 @@
+//! Logging: to the journal when stderr is connected to it (under systemd), to stderr
+//! otherwise. `RUST_LOG` overrides the configured level.
+
+use log::LevelFilter;
+
+pub const SYSLOG_IDENTIFIER: &str = "contera-agent";
+
+pub fn init(configured_level: &str) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .or_else(|| configured_level.parse().ok())
+        .unwrap_or(LevelFilter::Info);
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
+            if journal
+                .with_syslog_identifier(SYSLOG_IDENTIFIER.to_string())
+                .install()
+                .is_ok()
+            {
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .try_init();
+}

@@ -1,0 +1,277 @@
+//! The agent's persistent state: one JSON file with a generation number, always replaced
+//! atomically and durably, so a power cut leaves the old state or the new one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use contera_protocol::v1::AccountRef;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub const STATE_FILE: &str = "state.json";
+
+/// What the agent remembers across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Incremented on every write, so a reader can tell which of two copies is newer.
+    pub generation: u64,
+    #[serde(default)]
+    pub enrollment: Option<Enrollment>,
+    /// Set when the server revoked this recorder; cleared by the next enrollment.
+    #[serde(default)]
+    pub revoked: Option<Revocation>,
+}
+
+/// The credential and what it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub recorder_id: String,
+    pub account: AccountRef,
+    pub server_url: String,
+    pub certificate_pem: String,
+    pub ca_chain_pem: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub certificate_not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub certificate_expires: OffsetDateTime,
+    /// Picked once per certificate, between 70 % and 90 % of its lifetime.
+    #[serde(with = "time::serde::rfc3339")]
+    pub renew_at: OffsetDateTime,
+    pub heartbeat_interval_secs: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub recorder_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state directory {path} is not writable ({source}): make it writable for the user the agent runs as, or set [agent] state_dir")]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads and writes `state.json` in the state directory.
+pub struct StateFile {
+    dir: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(dir: &Path) -> Self {
+        StateFile {
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the directory (0700) if needed and proves it is writable, so a read-only
+    /// or foreign-owned directory is reported at start, not at the first enrollment.
+    pub fn prepare(&self) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|source| StateError::NotWritable {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let probe = self.dir.join(".write-test");
+        let result = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&probe)
+            .and_then(|mut f| f.write_all(b"ok"));
+        let _ = fs::remove_file(&probe);
+        result.map_err(|source| StateError::NotWritable {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Loads the state. A missing file is a fresh agent. A file that does not parse (torn
+    /// by a crash on a filesystem without atomic rename, or edited by hand) is moved aside
+    /// as `state.json.broken` and the agent starts unenrolled, keeping its key, so the
+    /// next enrollment gets the same recorder back instead of a crash loop.
+    pub fn load(&self) -> Result<State, StateError> {
+        let path = self.path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(State::default()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        match serde_json::from_str::<State>(&text) {
+            Ok(state) => Ok(state),
+            Err(e) => {
+                let broken = self.dir.join(format!("{STATE_FILE}.broken"));
+                log::error!(
+                    "state file {} is damaged ({e}); moved it to {} and starting unenrolled (the key is kept: enrolling again restores this recorder)",
+                    path.display(),
+                    broken.display()
+                );
+                fs::rename(&path, &broken).map_err(|source| StateError::Io {
+                    action: "quarantine",
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(State::default())
+            }
+        }
+    }
+
+    /// Writes `state` with the next generation number. On error the old file is intact.
+    pub fn save(&self, state: &mut State) -> Result<(), StateError> {
+        let mut next = state.clone();
+        next.generation += 1;
+        let json = serde_json::to_vec_pretty(&next).expect("state serialises");
+        write_atomic(&self.path(), &json, 0o600).map_err(|source| StateError::Io {
+            action: "write",
+            path: self.path(),
+            source,
+        })?;
+        *state = next;
+        Ok(())
+    }
+}
+
+/// Writes through a temp file in the same directory: write, fsync, rename, fsync the
+/// directory. `mode` applies from creation.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrollment() -> Enrollment {
+        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        Enrollment {
+            recorder_id: "r1".into(),
+            account: AccountRef {
+                id: "a1".into(),
+                name: "Store 12".into(),
+            },
+            server_url: "https://127.0.0.1:1".into(),
+            certificate_pem: "CERT".into(),
+            ca_chain_pem: "CA".into(),
+            certificate_not_before: t,
+            certificate_expires: t,
+            renew_at: t,
+            heartbeat_interval_secs: 30,
+            enrolled_at: t,
+        }
+    }
+
+    #[test]
+    fn saves_round_trip_and_bump_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        assert_eq!(file.load().unwrap(), State::default());
+        let mut state = State {
+            enrollment: Some(enrollment()),
+            ..State::default()
+        };
+        file.save(&mut state).unwrap();
+        file.save(&mut state).unwrap();
+        assert_eq!(state.generation, 2);
+        assert_eq!(file.load().unwrap(), state);
+    }
+
+    #[test]
+    fn a_torn_state_file_is_quarantined_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let mut state = State {
+            enrollment: Some(enrollment()),
+            ..State::default()
+        };
+        file.save(&mut state).unwrap();
+        let text = fs::read_to_string(file.path()).unwrap();
+        fs::write(file.path(), &text[..text.len() / 2]).unwrap();
+        assert_eq!(file.load().unwrap(), State::default());
+        assert!(dir.path().join("state.json.broken").exists());
+        assert!(!file.path().exists());
+    }
+
+    #[test]
+    fn a_read_only_directory_is_reported_at_prepare() {
+        if running_as_root() {
+            // root writes anywhere; the end-to-end test covers this with a path under a file.
+            let dir = tempfile::tempdir().unwrap();
+            let blocker = dir.path().join("file");
+            fs::write(&blocker, b"x").unwrap();
+            let err = StateFile::new(&blocker.join("state"))
+                .prepare()
+                .unwrap_err();
+            assert!(err.to_string().contains("not writable"), "{err}");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o500)).unwrap();
+        let err = StateFile::new(dir.path()).prepare().unwrap_err();
+        assert!(err.to_string().contains("not writable"), "{err}");
+    }
+
+    fn running_as_root() -> bool {
+        fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false)
+    }
+}
