@@ -209,9 +209,13 @@ impl Agent {
         }
     }
 
-    fn notify_status(&self) {
+    /// Sends `STATUS=` when the words changed since the last one.
+    fn notify_status(&self, last: &mut String) {
         let line = self.status_line();
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+        if line != *last {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+            *last = line;
+        }
     }
 }
 
@@ -243,6 +247,7 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&line),
     ]);
+    let mut last_status = line;
 
     loop {
         let beat_at = agent.next_beat.map(tokio::time::Instant::from_std);
@@ -267,7 +272,7 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
-        agent.notify_status();
+        agent.notify_status(&mut last_status);
     }
 
     log::info!("stopping");

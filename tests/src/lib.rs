@@ -1,1 +1,486 @@
-//! placeholder
+//! Harness for end-to-end tests: starts the real `contera-provisioning` and
+//! `contera-agent` binaries on loopback, on port 0, in temp dirs, waits for them on real
+//! readiness signals (the server's listening line, the agent's `READY=1` over a
+//! `NOTIFY_SOCKET`), and kills every child on drop.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
+/// `cargo test --workspace` builds them, because the binary crates have integration tests.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace does this)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM (a clean stop) to a child.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A running provisioning server in its own data directory.
+pub struct Server {
+    pub dir: TempDir,
+    pub port: u16,
+    pub heartbeat_interval_secs: u32,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with a 1-second heartbeat interval.
+    pub fn start() -> Server {
+        Self::start_with(1, &[])
+    }
+
+    pub fn start_with(heartbeat_interval_secs: u32, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let mut server = Server {
+            dir,
+            port: 0,
+            heartbeat_interval_secs,
+            child: None,
+            log,
+        };
+        server.spawn(0, extra_args);
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    fn spawn(&mut self, port: u16, extra_args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("server log");
+        let mut child = Command::new(bin("contera-provisioning"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--heartbeat-interval")
+            .arg(self.heartbeat_interval_secs.to_string())
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("server starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("contera-provisioning listening on https://")
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start; log:\n{}", self.log_text()));
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+        // The line is printed just before the listener serves; /healthz proves it does.
+        let url = format!("{}/healthz", self.url());
+        let ca = self.ca_file();
+        wait_for(Duration::from_secs(30), "GET /healthz", || {
+            let out = Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(&ca)
+                .arg(&url)
+                .output()
+                .ok()?;
+            (text(&out.stdout) == "200").then_some(())
+        });
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the server abruptly (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it with SIGTERM and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&child);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.spawn(port, &[]);
+        assert_eq!(self.port, port);
+    }
+
+    /// Runs an admin command against the data directory.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("contera-provisioning"))
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("admin command runs")
+    }
+
+    /// Runs an admin command with `--json` that must succeed, and parses its output.
+    pub fn admin_json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.admin(&all);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out.stdout)))
+    }
+
+    /// Creates an account; returns (id, registration code).
+    pub fn create_account(&self, name: &str, kind: &str, parent: Option<&str>) -> (String, String) {
+        let mut args = vec!["accounts", "create", "--name", name, "--kind", kind];
+        if let Some(parent) = parent {
+            args.extend(["--parent", parent]);
+        }
+        let v = self.admin_json(&args);
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["registration_code"].as_str().unwrap().to_string(),
+        )
+    }
+
+    pub fn recorders(&self, account: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["recorders", "list"];
+        if let Some(account) = account {
+            args.extend(["--account", account]);
+        }
+        self.admin_json(&args).as_array().unwrap().clone()
+    }
+
+    pub fn recorder(&self, id: &str) -> Value {
+        self.recorders(None)
+            .into_iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("recorder {id} not listed"))
+    }
+
+    pub fn audit_actions(&self) -> Vec<String> {
+        self.admin_json(&["audit", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// How long until a stopped recorder must show offline: three intervals plus a flush.
+    pub fn offline_grace(&self) -> Duration {
+        Duration::from_secs(3 * u64::from(self.heartbeat_interval_secs) + 10)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running agent daemon with its own config, state dir and control socket.
+pub struct Agent {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    /// Every datagram the agent sent to its NOTIFY_SOCKET, in order. A thread keeps
+    /// reading, as systemd does: a full socket buffer would block the agent.
+    pub notifications: Arc<Mutex<Vec<String>>>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes a config for `server` with the given serial (and 2-second backoff cap).
+    pub fn configure(server: &Server, serial: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nurl = \"{}\"\nca_file = \"{}\"\n\n[agent]\nstate_dir = \"{}\"\ncontrol_socket = \"{}\"\nmax_backoff_secs = 2\nlog_level = \"debug\"\n\n[recorder]\nserial = \"{serial}\"\nmodel = \"NV-16\"\n",
+                server.url(),
+                server.ca_file().display(),
+                dir.path().join("state").display(),
+                dir.path().join("run/control.sock").display(),
+            ),
+        )
+        .expect("write agent.toml");
+        let log = dir.path().join("agent.log");
+        Agent {
+            dir,
+            config,
+            child: None,
+            notifications: Arc::default(),
+            log,
+        }
+    }
+
+    /// Configures and starts an agent; returns once it sent `READY=1`.
+    pub fn start(server: &Server, serial: &str) -> Agent {
+        let mut agent = Self::configure(server, serial);
+        agent.run();
+        agent
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts the daemon and waits for `READY=1` on a notify socket.
+    pub fn run(&mut self) {
+        let notify_path = self.dir.path().join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(bin("contera-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("RUST_LOG")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.child = Some(child);
+        let sink = self.notifications.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match notify.recv(&mut buf) {
+                    Ok(n) => sink.lock().unwrap().push(text(&buf[..n])),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        // Stop once the test dropped the agent (the socket file is gone).
+                        if !notify_path.exists() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        wait_for(Duration::from_secs(30), "agent READY=1", || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited with {status}; log:\n{}", self.log_text());
+            }
+            self.notified("READY=1").then_some(())
+        });
+    }
+
+    /// Whether any notification so far had this exact line.
+    pub fn notified(&self, line: &str) -> bool {
+        self.notifications
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.lines().any(|l| l == line))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("contera-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("agent CLI runs")
+    }
+
+    /// `enroll --code CODE --json`: Ok(parsed answer) on exit 0, Err((exit code, stdout+stderr)).
+    pub fn enroll(&self, code: &str) -> Result<Value, (i32, String)> {
+        let out = self.cli(&["enroll", "--code", code, "--json"]);
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout).expect("enroll --json output"))
+        } else {
+            Err((
+                out.status.code().unwrap_or(-1),
+                format!("{}{}", text(&out.stdout), text(&out.stderr)),
+            ))
+        }
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status --json output")
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        terminate(&child);
+        child.wait().ok()?.code()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `curl` as an independent HTTPS client: POSTs `body` to `path`, optionally with a client
+/// certificate and key. Returns (HTTP status, body) or Err(curl's exit code, stderr) when
+/// there was no HTTP answer (e.g. the TLS handshake was refused).
+pub fn curl_post(
+    server: &Server,
+    path: &str,
+    body: &[u8],
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<(u16, String), (i32, String)> {
+    let scratch = tempfile::tempdir().unwrap();
+    let body_file = scratch.path().join("body");
+    std::fs::write(&body_file, body).unwrap();
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "--cacert",
+    ])
+    .arg(server.ca_file())
+    .arg("--data-binary")
+    .arg(format!("@{}", body_file.display()));
+    if let Some((cert, key)) = client_cert {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .arg(format!("{}{}", server.url(), path))
+        .output()
+        .expect("curl runs");
+    if !out.status.success() {
+        return Err((out.status.code().unwrap_or(-1), text(&out.stderr)));
+    }
+    let all = text(&out.stdout);
+    let (body, status) = all.rsplit_once('\n').expect("status line");
+    Ok((status.trim().parse().unwrap(), body.to_string()))
+}
+
+/// Makes a P-256 key and a CSR with `openssl req` in `dir`; returns (key path, CSR PEM).
+pub fn openssl_key_and_csr(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=anything",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl req: {}", text(&out.stderr));
+    (key, std::fs::read_to_string(&csr).unwrap())
+}
+
+/// An enrollment request body as JSON.
+pub fn enroll_body(code: &str, csr_pem: &str, serial: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "registration_code": code,
+        "csr_pem": csr_pem,
+        "hardware": { "serial": serial, "model": "curl-box" },
+        "agent_version": "curl",
+    }))
+    .unwrap()
+}
