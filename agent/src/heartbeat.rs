@@ -22,10 +22,11 @@ impl Agent {
             self.next_beat = None;
             return;
         };
-        if OffsetDateTime::now_utc() >= enrollment.renew_at {
-            if self.renew().await.is_err() && self.state.enrollment.is_none() {
-                return;
-            }
+        if OffsetDateTime::now_utc() >= enrollment.renew_at
+            && self.renew().await.is_err()
+            && self.state.enrollment.is_none()
+        {
+            return;
         }
         let Some(client) = self.authenticated.clone() else {
             self.next_beat = None;

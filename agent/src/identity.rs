@@ -142,7 +142,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = load_or_create_key(dir.path()).unwrap();
         let again = load_or_create_key(dir.path()).unwrap();
-        assert_eq!(key.public_key_der(), again.public_key_der());
+        assert_eq!(
+            key.subject_public_key_info(),
+            again.subject_public_key_info()
+        );
         let mode = std::fs::metadata(key_path(dir.path()))
             .unwrap()
             .permissions()

@@ -13,7 +13,9 @@ use time::{Duration, OffsetDateTime};
 
 use crate::accounts::{self, CodeRejected};
 use crate::ca::{self, CaError, CsrError, DeviceCa};
-use crate::store::{EnrollKind, EnrollRecord, Presence, Recorder, Store, StoreError};
+use crate::store::{
+    CertificateRecord, EnrollKind, EnrollRecord, Presence, Recorder, Store, StoreError,
+};
 
 /// Longest accepted hardware field (serial, model, …), in bytes.
 const MAX_FIELD_BYTES: usize = 256;
@@ -212,15 +214,15 @@ impl Recorders {
             .ca
             .issue(&key, &recorder.id, self.certificate_lifetime, now)?;
         self.store
-            .set_certificate(
-                &recorder.id,
-                &key.fingerprint,
-                &issued.serial_hex,
-                issued.not_after.unix_timestamp(),
-                &format!("code:{code_public_id}"),
-                "certificate.issued",
-                now.unix_timestamp(),
-            )
+            .set_certificate(&CertificateRecord {
+                recorder_id: &recorder.id,
+                key_fingerprint: &key.fingerprint,
+                cert_serial: &issued.serial_hex,
+                not_after: issued.not_after.unix_timestamp(),
+                actor: &format!("code:{code_public_id}"),
+                action: "certificate.issued",
+                now: now.unix_timestamp(),
+            })
             .await?;
         match &outcome.kind {
             EnrollKind::New { replaces: Some(old) } => log::info!(
@@ -325,15 +327,15 @@ impl Recorders {
             "certificate.renewed_with_new_key"
         };
         self.store
-            .set_certificate(
-                &recorder.id,
-                &key.fingerprint,
-                &issued.serial_hex,
-                issued.not_after.unix_timestamp(),
-                &format!("recorder:{}", recorder.id),
+            .set_certificate(&CertificateRecord {
+                recorder_id: &recorder.id,
+                key_fingerprint: &key.fingerprint,
+                cert_serial: &issued.serial_hex,
+                not_after: issued.not_after.unix_timestamp(),
+                actor: &format!("recorder:{}", recorder.id),
                 action,
-                now.unix_timestamp(),
-            )
+                now: now.unix_timestamp(),
+            })
             .await?;
         log::info!(
             "recorder {} renewed its certificate ({action})",

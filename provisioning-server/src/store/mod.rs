@@ -150,6 +150,21 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// A certificate just issued, to record against its recorder.
+#[derive(Debug, Clone)]
+pub struct CertificateRecord<'a> {
+    pub recorder_id: &'a str,
+    /// The key the certificate is for; replaces the recorder's key when it was renewed
+    /// with a new one.
+    pub key_fingerprint: &'a str,
+    pub cert_serial: &'a str,
+    pub not_after: i64,
+    pub actor: Actor<'a>,
+    /// The audit action: `certificate.issued`, `certificate.renewed`, …
+    pub action: &'a str,
+    pub now: i64,
+}
+
 /// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`.
 pub type Actor<'a> = &'a str;
 
@@ -180,16 +195,7 @@ pub trait Store: Send + Sync + 'static {
     /// concurrent enrollments of one key. Refuses revoked keys.
     async fn enroll(&self, record: &EnrollRecord) -> Result<EnrollOutcome, StoreError>;
     /// Records the certificate just issued to a recorder (and its key, which may be new).
-    async fn set_certificate(
-        &self,
-        recorder_id: &str,
-        key_fingerprint: &str,
-        cert_serial: &str,
-        not_after: i64,
-        actor: Actor<'_>,
-        action: &str,
-        now: i64,
-    ) -> Result<(), StoreError>;
+    async fn set_certificate(&self, issued: &CertificateRecord<'_>) -> Result<(), StoreError>;
     async fn recorder(&self, id: &str) -> Result<Option<Recorder>, StoreError>;
     async fn recorders(&self, account_id: Option<&str>) -> Result<Vec<Recorder>, StoreError>;
     /// Marks a recorder revoked; returns false when it already was.

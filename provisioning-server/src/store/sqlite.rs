@@ -360,16 +360,16 @@ impl Store for SqliteStore {
         Ok(EnrollOutcome { recorder, kind })
     }
 
-    async fn set_certificate(
-        &self,
-        recorder_id: &str,
-        key_fingerprint: &str,
-        cert_serial: &str,
-        not_after: i64,
-        actor: Actor<'_>,
-        action: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    async fn set_certificate(&self, c: &CertificateRecord<'_>) -> Result<(), StoreError> {
+        let CertificateRecord {
+            recorder_id,
+            key_fingerprint,
+            cert_serial,
+            not_after,
+            actor,
+            action,
+            now,
+        } = *c;
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE recorders SET key_fingerprint = ?, cert_serial = ?, cert_not_after = ?, updated_at = ? \
