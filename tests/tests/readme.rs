@@ -5,7 +5,10 @@ use std::process::Command;
 
 #[test]
 fn the_readme_demo_enrolls_a_recorder_and_shows_it_online() {
-    let bin_dir = contera_e2e::bin("contera-agent").parent().unwrap().to_owned();
+    let bin_dir = contera_e2e::bin("contera-agent")
+        .parent()
+        .unwrap()
+        .to_owned();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/demo.sh");
     let out = Command::new("bash")
         .arg(script)
@@ -19,7 +22,10 @@ fn the_readme_demo_enrolls_a_recorder_and_shows_it_online() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("this recorder joined the account \"Store 12\""), "{stdout}");
+    assert!(
+        stdout.contains("this recorder joined the account \"Store 12\""),
+        "{stdout}"
+    );
     let listing = stdout
         .lines()
         .find(|l| l.contains("DEMO-0001"))
