@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contera_protocol::v1::{
-    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, RenewRequest,
-    RenewResponse, ENROLL_PATH, HEARTBEAT_PATH, RENEW_PATH,
+    EnrollRequest, EnrollResponse, GoodbyeRequest, HeartbeatRequest, HeartbeatResponse,
+    RenewRequest, RenewResponse, ENROLL_PATH, GOODBYE_PATH, HEARTBEAT_PATH, RENEW_PATH,
 };
 use contera_protocol::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
@@ -172,6 +172,10 @@ impl ServerClient {
 
     pub async fn renew(&self, req: &RenewRequest) -> Result<RenewResponse, CallError> {
         self.post(RENEW_PATH, req).await
+    }
+
+    pub async fn goodbye(&self, req: &GoodbyeRequest) -> Result<serde_json::Value, CallError> {
+        self.post(GOODBYE_PATH, req).await
     }
 
     async fn post<B: Serialize, R: DeserializeOwned>(

@@ -31,6 +31,9 @@ pub enum StartError {
     Control(#[from] control::ControlError),
 }
 
+/// How long a stopping agent waits for the server to take its goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+
 pub struct Agent {
     pub(crate) config: AgentConfig,
     pub(crate) state_file: StateFile,
@@ -102,6 +105,23 @@ impl Agent {
             _ => None,
         };
         Ok(())
+    }
+
+    /// Tells the server this recorder is stopping on purpose, so it shows offline at once
+    /// (and not as a missed heartbeat). Bounded: an unreachable server cannot hold up the
+    /// stop.
+    async fn say_goodbye(&self) {
+        let Some(client) = &self.authenticated else {
+            return;
+        };
+        let request = contera_protocol::v1::GoodbyeRequest {
+            reason: "shutdown".to_string(),
+        };
+        match tokio::time::timeout(GOODBYE_TIMEOUT, client.goodbye(&request)).await {
+            Ok(Ok(_)) => log::info!("told the server goodbye"),
+            Ok(Err(e)) => log::warn!("could not tell the server goodbye: {e}"),
+            Err(_) => log::warn!("could not tell the server goodbye within {GOODBYE_TIMEOUT:?}"),
+        }
     }
 
     /// Plain words for `STATUS=` and the `status` command.
@@ -281,6 +301,7 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
         sd_notify::NotifyState::Status("stopping"),
     ]);
     shutdown.cancel();
+    agent.say_goodbye().await;
     let _ = control_task.await;
     let _ = std::fs::remove_file(&socket_path);
     Ok(())

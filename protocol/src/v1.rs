@@ -11,6 +11,8 @@ pub const ENROLL_PATH: &str = "/api/v1/enroll";
 pub const HEARTBEAT_PATH: &str = "/api/v1/heartbeat";
 /// `POST`, mutual TLS: a fresh CSR in, a new certificate out.
 pub const RENEW_PATH: &str = "/api/v1/renew";
+/// `POST`, mutual TLS: the agent is stopping cleanly; show the recorder offline now.
+pub const GOODBYE_PATH: &str = "/api/v1/goodbye";
 /// `GET`: 200 while the server serves.
 pub const HEALTH_PATH: &str = "/healthz";
 
@@ -116,4 +118,12 @@ pub struct RenewRequest {
 pub struct RenewResponse {
     pub certificate_pem: String,
     pub ca_chain_pem: String,
+}
+
+/// `POST /api/v1/goodbye`: sent by an agent that stops cleanly, so the recorder shows
+/// offline at once and the server can tell a shutdown from a missed heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoodbyeRequest {
+    /// Why: `shutdown` (SIGTERM), `unenroll`, … Free text for the record.
+    pub reason: String,
 }

@@ -81,3 +81,9 @@ fn enroll_request_without_a_csr_is_rejected() {
     .unwrap_err();
     assert!(err.to_string().contains("csr_pem"), "{err}");
 }
+
+#[test]
+fn goodbye_fixture_round_trips() {
+    let req: GoodbyeRequest = round_trip("goodbye_request.json");
+    assert_eq!(req.reason, "shutdown");
+}

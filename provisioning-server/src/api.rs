@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use contera_protocol::v1::{
-    EnrollRequest, HeartbeatRequest, RenewRequest, ENROLL_PATH, HEALTH_PATH, HEARTBEAT_PATH,
-    MAX_BODY_BYTES, RENEW_PATH,
+    EnrollRequest, GoodbyeRequest, HeartbeatRequest, RenewRequest, ENROLL_PATH, GOODBYE_PATH,
+    HEALTH_PATH, HEARTBEAT_PATH, MAX_BODY_BYTES, RENEW_PATH,
 };
 use contera_protocol::{ErrorBody, ErrorCode};
 use governor::clock::{Clock, DefaultClock};
@@ -53,6 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ENROLL_PATH, post(enroll))
         .route(HEARTBEAT_PATH, post(heartbeat))
         .route(RENEW_PATH, post(renew))
+        .route(GOODBYE_PATH, post(goodbye))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -97,6 +98,15 @@ async fn renew(
     ApiJson(req): ApiJson<RenewRequest>,
 ) -> Result<Json<contera_protocol::v1::RenewResponse>, ApiError> {
     Ok(Json(state.recorders.renew(cert.0.as_deref(), req).await?))
+}
+
+async fn goodbye(
+    State(state): State<Arc<AppState>>,
+    Extension(cert): Extension<ClientCert>,
+    ApiJson(req): ApiJson<GoodbyeRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.recorders.goodbye(cert.0.as_deref(), req).await?;
+    Ok(Json(serde_json::json!({})))
 }
 
 /// An error answer: `{"error": {"code", "message"}}` with the status that goes with it.

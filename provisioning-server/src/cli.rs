@@ -218,6 +218,22 @@ fn account_json(account: &Account) -> serde_json::Value {
     })
 }
 
+/// Why an offline recorder is offline: its agent said goodbye, it was revoked, or its
+/// heartbeats stopped.
+fn offline_reason(r: &Recorder, now: i64) -> Option<String> {
+    if r.revoked_at.is_some() {
+        Some("revoked".into())
+    } else if r.online(now) {
+        None
+    } else if let Some(reason) = &r.offline_reason {
+        Some(reason.clone())
+    } else if r.last_seen.is_some() {
+        Some("missed heartbeats".into())
+    } else {
+        Some("never reported".into())
+    }
+}
+
 fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -228,6 +244,7 @@ fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
         "firmware": r.firmware,
         "agent_version": r.agent_version,
         "online": r.online(now),
+        "offline_reason": offline_reason(r, now),
         "last_seen": r.last_seen.map(rfc3339),
         "revoked": r.revoked_at.is_some(),
         "replaces": r.replaces,

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use contera_protocol::v1::{
-    AccountRef, EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Instruction,
-    RenewRequest, RenewResponse,
+    AccountRef, EnrollRequest, EnrollResponse, GoodbyeRequest, HeartbeatRequest, HeartbeatResponse,
+    Instruction, RenewRequest, RenewResponse,
 };
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -123,6 +123,14 @@ impl PresenceBuffer {
                 Err(e)
             }
         }
+    }
+
+    /// Drops a pending heartbeat so a flush after a goodbye cannot mark it online again.
+    fn forget(&self, recorder_id: &str) {
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .remove(recorder_id);
     }
 
     pub fn pending(&self) -> usize {
@@ -306,6 +314,36 @@ impl Recorders {
             instructions,
             server_time: now,
         })
+    }
+
+    /// The agent is stopping cleanly: offline now, recorded as a shutdown.
+    pub async fn goodbye(
+        &self,
+        cert: Option<&CertificateDer<'static>>,
+        req: GoodbyeRequest,
+    ) -> Result<(), RecorderError> {
+        let (recorder, _) = self.authenticate(cert).await?;
+        let reason: String = req
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        let reason = if reason.is_empty() {
+            "shutdown".to_string()
+        } else {
+            reason
+        };
+        self.presence.forget(&recorder.id);
+        self.store
+            .record_goodbye(
+                &recorder.id,
+                OffsetDateTime::now_utc().unix_timestamp(),
+                &reason,
+            )
+            .await?;
+        log::info!("recorder {} said goodbye ({reason})", recorder.id);
+        Ok(())
     }
 
     /// Issues a new certificate to an authenticated recorder. The CSR may carry a new key:

@@ -392,6 +392,14 @@ impl Agent {
         serde_json::from_slice(&out.stdout).expect("status --json output")
     }
 
+    /// SIGKILL, as a crash or power cut would: no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

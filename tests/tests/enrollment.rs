@@ -13,7 +13,9 @@ fn online(server: &Server, id: &str) -> bool {
 
 #[test]
 fn two_customers_under_one_partner_each_see_only_their_own_recorder() {
-    let server = Server::start();
+    // A 2 s interval leaves a crashed recorder online for a few seconds, long enough to
+    // check that it is not marked offline early.
+    let server = Server::start_with(2, &[]);
     let (partner, _) = server.create_account("Acme Integrators", "partner", None);
     let (store_a, code_a) = server.create_account("Store A", "customer", Some(&partner));
     let (store_b, code_b) = server.create_account("Store B", "customer", Some(&partner));
@@ -49,11 +51,29 @@ fn two_customers_under_one_partner_each_see_only_their_own_recorder() {
         agent_a.status()["last_heartbeat"].is_string().then_some(())
     });
 
+    // A clean stop says goodbye: offline at once, recorded as a shutdown.
     assert_eq!(agent_a.stop(), Some(0), "clean exit on SIGTERM");
-    wait_for(server.offline_grace(), "A offline after it stopped", || {
-        (!online(&server, &id_a)).then_some(())
-    });
-    assert!(online(&server, &id_b), "B keeps reporting");
+    let row = server.recorder(&id_a);
+    assert_eq!(row["online"], false, "offline as soon as the agent stopped");
+    assert_eq!(row["offline_reason"], "shutdown");
+    assert!(agent_a.log_text().contains("told the server goodbye"));
+
+    // A crash says nothing: online until three intervals pass, then offline.
+    let mut agent_b = agent_b;
+    agent_b.kill();
+    assert!(
+        online(&server, &id_b),
+        "a missed heartbeat is not yet offline"
+    );
+    wait_for(
+        server.offline_grace(),
+        "B offline three intervals after it died",
+        || (!online(&server, &id_b)).then_some(()),
+    );
+    assert_eq!(
+        server.recorder(&id_b)["offline_reason"],
+        "missed heartbeats"
+    );
     let audit = server.audit_actions();
     assert_eq!(
         audit.iter().filter(|a| *a == "recorder.enrolled").count(),

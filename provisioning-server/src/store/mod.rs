@@ -89,6 +89,9 @@ pub struct Recorder {
     pub online_until: Option<i64>,
     pub status: Option<String>,
     pub revoked_at: Option<i64>,
+    /// `shutdown` when the agent said goodbye; None while online or after heartbeats
+    /// simply stopped.
+    pub offline_reason: Option<String>,
 }
 
 impl Recorder {
@@ -207,5 +210,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Writes a batch of coalesced heartbeats in one transaction.
     async fn record_presence(&self, batch: &[Presence]) -> Result<(), StoreError>;
+    /// A clean shutdown: offline from now, with the reason kept apart from a missed
+    /// heartbeat.
+    async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError>;
     async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -19,7 +19,7 @@ pub struct SqliteStore {
 
 const RECORDER_COLUMNS: &str = "id, account_id, key_fingerprint, serial, mac, model, firmware, \
     agent_version, replaces, enrolled_at, cert_serial, cert_not_after, last_seen, online_until, \
-    status, revoked_at";
+    status, revoked_at, offline_reason";
 
 const ACCOUNT_SELECT: &str = "SELECT a.id, a.name, a.kind, a.parent_id, a.created_at, \
     (SELECT c.public_id FROM registration_codes c WHERE c.account_id = a.id AND c.disabled_at IS NULL \
@@ -73,6 +73,7 @@ fn recorder_from_row(row: &SqliteRow) -> Result<Recorder, sqlx::Error> {
         online_until: row.try_get("online_until")?,
         status: row.try_get("status")?,
         revoked_at: row.try_get("revoked_at")?,
+        offline_reason: row.try_get("offline_reason")?,
     })
 }
 
@@ -488,7 +489,7 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE recorders SET last_seen = MAX(COALESCE(last_seen, 0), ?), \
                  online_until = CASE WHEN revoked_at IS NULL THEN ? ELSE NULL END, \
-                 status = COALESCE(?, status) WHERE id = ?",
+                 offline_reason = NULL, status = COALESCE(?, status) WHERE id = ?",
             )
             .bind(p.last_seen)
             .bind(p.online_until)
@@ -498,6 +499,20 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE recorders SET last_seen = MAX(COALESCE(last_seen, 0), ?), online_until = ?, \
+             offline_reason = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
