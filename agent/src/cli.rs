@@ -81,7 +81,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            crate::logging::init(&config.agent.log_level);
+            crate::logging::init(&config.agent.log_level, config.agent.log_target);
             match crate::daemon::run(config, cli.config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -50,6 +50,19 @@ pub struct AgentSection {
     /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Where logs go: `auto` (the journal when systemd connected stderr to it, else
+    /// stderr), `journal` or `stderr`.
+    #[serde(default)]
+    pub log_target: LogTarget,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    #[default]
+    Auto,
+    Journal,
+    Stderr,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,6 +109,7 @@ impl Default for AgentSection {
             control_socket: default_control_socket(),
             max_backoff_secs: default_max_backoff_secs(),
             log_level: default_log_level(),
+            log_target: LogTarget::Auto,
         }
     }
 }

@@ -18,9 +18,16 @@ const MAX_REQUEST_BYTES: u64 = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Enroll { code: String },
+    Enroll {
+        code: String,
+    },
     Status,
     Unenroll,
+    /// Test hook: blocks the daemon's main loop for `secs`, as a wedged loop would. Only
+    /// honoured when the daemon started with `CONTERA_AGENT_TEST_HOOKS=1`.
+    Freeze {
+        secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +41,8 @@ pub enum Response {
     Unenrolled {
         was_enrolled: bool,
     },
+    /// A request that has nothing to report was carried out.
+    Done,
     Failed {
         /// `typo`, `rejected`, `unreachable`, `clock`, `tls`, `busy` or `internal`.
         kind: String,

@@ -48,6 +48,11 @@ pub struct Agent {
     pub(crate) next_beat: Option<Instant>,
     pub(crate) last_heartbeat: Option<OffsetDateTime>,
     pub(crate) last_error: Option<String>,
+    /// `WATCHDOG_USEC / 2` when systemd watches this service.
+    pub(crate) watchdog: Option<Duration>,
+    pub(crate) last_watchdog_ping: Instant,
+    /// Whether the test-only `Freeze` request is honoured.
+    pub(crate) test_hooks: bool,
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -73,6 +78,9 @@ impl Agent {
             next_beat: None,
             last_heartbeat: None,
             last_error: None,
+            watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
+            last_watchdog_ping: Instant::now(),
+            test_hooks: std::env::var("CONTERA_AGENT_TEST_HOOKS").as_deref() == Ok("1"),
         };
         if agent.state.enrollment.is_some() {
             match identity::load_key(agent.state_file.dir())? {
@@ -82,7 +90,7 @@ impl Agent {
                     agent.next_beat = Some(Instant::now());
                 }
                 None => {
-                    log::error!(
+                    crate::agent_log!(agent, log::Level::Error,
                         "the state says enrolled but the key {} is missing; enroll again with a registration code",
                         identity::key_path(agent.state_file.dir()).display()
                     );
@@ -118,9 +126,27 @@ impl Agent {
             reason: "shutdown".to_string(),
         };
         match tokio::time::timeout(GOODBYE_TIMEOUT, client.goodbye(&request)).await {
-            Ok(Ok(_)) => log::info!("told the server goodbye"),
-            Ok(Err(e)) => log::warn!("could not tell the server goodbye: {e}"),
-            Err(_) => log::warn!("could not tell the server goodbye within {GOODBYE_TIMEOUT:?}"),
+            Ok(Ok(_)) => crate::agent_log!(self, log::Level::Info, "told the server goodbye"),
+            Ok(Err(e)) => crate::agent_log!(
+                self,
+                log::Level::Warn,
+                "could not tell the server goodbye: {e}"
+            ),
+            Err(_) => crate::agent_log!(
+                self,
+                log::Level::Warn,
+                "could not tell the server goodbye within {GOODBYE_TIMEOUT:?}"
+            ),
+        }
+    }
+
+    /// Identity fields for journal lines.
+    pub fn log_fields(&self) -> crate::logging::LogFields<'_> {
+        let enrollment = self.state.enrollment.as_ref();
+        crate::logging::LogFields {
+            recorder_id: enrollment.map(|e| e.recorder_id.as_str()),
+            account_id: enrollment.map(|e| e.account.id.as_str()),
+            server: &self.config.server.url,
         }
     }
 
@@ -186,14 +212,18 @@ impl Agent {
         }
         self.state = next;
         if let Err(e) = identity::delete_key(self.state_file.dir()) {
-            log::error!("{e}");
+            crate::agent_log!(self, log::Level::Error, "{e}");
         }
         self.key = None;
         self.authenticated = None;
         self.next_beat = None;
         self.last_error = None;
         self.last_heartbeat = None;
-        log::info!("identity forgotten (unenroll); waiting for a registration code");
+        crate::agent_log!(
+            self,
+            log::Level::Info,
+            "identity forgotten (unenroll); waiting for a registration code"
+        );
         Response::Unenrolled { was_enrolled }
     }
 
@@ -202,19 +232,58 @@ impl Agent {
             Request::Status => Response::Status(self.status()),
             Request::Enroll { code } => self.enroll(&code).await,
             Request::Unenroll => self.unenroll(),
+            Request::Freeze { secs } if self.test_hooks => {
+                crate::agent_log!(
+                    self,
+                    log::Level::Warn,
+                    "test hook: freezing the main loop for {secs} s"
+                );
+                // Deliberately blocking: this is what a wedged loop looks like.
+                std::thread::sleep(Duration::from_secs(secs));
+                Response::Done
+            }
+            Request::Freeze { .. } => Response::Failed {
+                kind: "internal".into(),
+                message: "test hooks are off".into(),
+            },
+        }
+    }
+
+    /// Tells systemd the main loop is alive, at most every half watchdog period. Called
+    /// only from the loop and between the steps of a heartbeat, never from a timer task,
+    /// so a wedged loop stops the pings and systemd restarts the service.
+    pub(crate) fn pet_watchdog(&mut self) {
+        if let Some(period) = self.watchdog {
+            // Half of the tick period, so every tick pings despite timer slack.
+            if self.last_watchdog_ping.elapsed() >= period / 2 {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                self.last_watchdog_ping = Instant::now();
+            }
         }
     }
 
     fn reload(&mut self, path: &Path) {
         match AgentConfig::load(path) {
-            Err(e) => log::error!("SIGHUP: keeping the running configuration: {e}"),
+            Err(e) => crate::agent_log!(
+                self,
+                log::Level::Error,
+                "SIGHUP: keeping the running configuration: {e}"
+            ),
             Ok(config) => match ServerClient::new(&config.server, None) {
-                Err(e) => log::error!("SIGHUP: keeping the running configuration: {e}"),
+                Err(e) => crate::agent_log!(
+                    self,
+                    log::Level::Error,
+                    "SIGHUP: keeping the running configuration: {e}"
+                ),
                 Ok(anonymous) => {
                     let old = std::mem::replace(&mut self.config, config);
                     self.anonymous = anonymous;
                     if let Err(e) = self.rebuild_authenticated() {
-                        log::error!("SIGHUP: keeping the running configuration: {e}");
+                        crate::agent_log!(
+                            self,
+                            log::Level::Error,
+                            "SIGHUP: keeping the running configuration: {e}"
+                        );
                         self.config = old;
                         self.anonymous = ServerClient::new(&self.config.server, None)
                             .expect("the old configuration built before");
@@ -223,7 +292,12 @@ impl Agent {
                     }
                     self.backoff =
                         Backoff::new(Duration::from_secs(self.config.agent.max_backoff_secs));
-                    log::info!("configuration reloaded from {}", path.display());
+                    crate::agent_log!(
+                        self,
+                        log::Level::Info,
+                        "configuration reloaded from {}",
+                        path.display()
+                    );
                 }
             },
         }
@@ -252,13 +326,15 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
     let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
 
-    // Half the watchdog period, pinged from this loop: a wedged loop stops the pings.
-    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    // Wakes the loop every half watchdog period; the ping itself comes from the loop.
+    let watchdog = agent.watchdog;
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let line = agent.status_line();
-    log::info!(
+    crate::agent_log!(
+        agent,
+        log::Level::Info,
         "contera-agent {} started; server {}; {line}",
         env!("CARGO_PKG_VERSION"),
         agent.config.server.url
@@ -288,14 +364,13 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
             _ = async { tokio::time::sleep_until(beat_at.expect("guarded")).await }, if beat_at.is_some() => {
                 agent.beat().await;
             }
-            _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {}
         }
+        agent.pet_watchdog();
         agent.notify_status(&mut last_status);
     }
 
-    log::info!("stopping");
+    crate::agent_log!(agent, log::Level::Info, "stopping");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("stopping"),

@@ -65,7 +65,9 @@ impl Agent {
             hardware: hardware::detect(&self.config.recorder),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        log::info!(
+        crate::agent_log!(
+            self,
+            log::Level::Info,
             "enrolling with code {}-… at {}",
             code.public_id(),
             self.config.server.url
@@ -76,7 +78,7 @@ impl Agent {
                 if e.is_revoked() {
                     // This key was revoked: only a new key can enroll again.
                     if let Err(e) = identity::delete_key(&dir) {
-                        log::error!("{e}");
+                        crate::agent_log!(self, log::Level::Error, "{e}");
                     }
                     self.key = None;
                     return failed(
@@ -85,7 +87,7 @@ impl Agent {
                     );
                 }
                 let (kind, message) = describe(&e, &self.config.server.url);
-                log::warn!("enrollment failed: {message}");
+                crate::agent_log!(self, log::Level::Warn, "enrollment failed: {message}");
                 return failed(kind, message);
             }
         };
@@ -127,7 +129,9 @@ impl Agent {
         ));
         // First heartbeat right away, so the recorder shows online at once.
         self.next_beat = Some(Instant::now());
-        log::info!(
+        crate::agent_log!(
+            self,
+            log::Level::Info,
             "enrolled as recorder {} in account \"{}\" ({})",
             response.recorder_id,
             response.account.name,

@@ -28,6 +28,7 @@ impl Agent {
         {
             return;
         }
+        self.pet_watchdog();
         let Some(client) = self.authenticated.clone() else {
             self.next_beat = None;
             return;
@@ -38,7 +39,11 @@ impl Agent {
         match client.heartbeat(&request).await {
             Ok(response) => {
                 if self.last_error.take().is_some() {
-                    log::info!("server reachable again; heartbeats resumed");
+                    crate::agent_log!(
+                        self,
+                        log::Level::Info,
+                        "server reachable again; heartbeats resumed"
+                    );
                 }
                 self.last_heartbeat = Some(OffsetDateTime::now_utc());
                 self.backoff =
@@ -50,7 +55,9 @@ impl Agent {
                     let mut next = self.state.clone();
                     if let Some(e) = next.enrollment.as_mut() {
                         if e.account != response.account {
-                            log::info!(
+                            crate::agent_log!(
+                                self,
+                                log::Level::Info,
                                 "recorder moved to account \"{}\" ({})",
                                 response.account.name,
                                 response.account.id
@@ -61,11 +68,15 @@ impl Agent {
                     }
                     match self.state_file.save(&mut next) {
                         Ok(()) => self.state = next,
-                        Err(e) => log::error!("{e}"),
+                        Err(e) => crate::agent_log!(self, log::Level::Error, "{e}"),
                     }
                 }
                 if response.instructions.contains(&Instruction::Renew) {
-                    log::info!("the server asked for a certificate renewal");
+                    crate::agent_log!(
+                        self,
+                        log::Level::Info,
+                        "the server asked for a certificate renewal"
+                    );
                     let _ = self.renew().await;
                 }
                 let wait = retry::interval_with_jitter(
@@ -85,7 +96,9 @@ impl Agent {
             None => self.backoff.next_delay(),
         };
         let (_, message) = describe(e, &self.config.server.url);
-        log::warn!(
+        crate::agent_log!(
+            self,
+            log::Level::Warn,
             "heartbeat failed: {message}; next try in {} s",
             wait.as_secs()
         );
@@ -99,7 +112,7 @@ impl Agent {
     /// The server revoked this recorder: drop certificate and key, stop heartbeats, and
     /// wait for a new code.
     pub(crate) fn revoked(&mut self, recorder_id: &str) {
-        log::warn!(
+        crate::agent_log!(self, log::Level::Warn,
             "recorder {recorder_id} was revoked by the server: credential dropped, heartbeats stopped; enter a new registration code to enroll again"
         );
         let mut next = self.state.clone();
@@ -109,12 +122,12 @@ impl Agent {
             at: OffsetDateTime::now_utc(),
         });
         if let Err(e) = self.state_file.save(&mut next) {
-            log::error!("{e}");
+            crate::agent_log!(self, log::Level::Error, "{e}");
         }
         // In memory the credential is gone either way: no more heartbeats.
         self.state = next;
         if let Err(e) = identity::delete_key(self.state_file.dir()) {
-            log::error!("{e}");
+            crate::agent_log!(self, log::Level::Error, "{e}");
         }
         self.key = None;
         self.authenticated = None;
@@ -128,7 +141,8 @@ impl Agent {
         let (Some(client), Some(key)) = (self.authenticated.clone(), self.key.as_ref()) else {
             return Err(());
         };
-        let csr_pem = identity::csr_pem(key).map_err(|e| log::error!("renewal: {e}"))?;
+        let csr_pem = identity::csr_pem(key)
+            .map_err(|e| crate::agent_log!(self, log::Level::Error, "renewal: {e}"))?;
         let response = match client.renew(&RenewRequest { csr_pem }).await {
             Ok(r) => r,
             Err(e) if e.is_revoked() => {
@@ -142,12 +156,16 @@ impl Agent {
                 return Err(());
             }
             Err(e) => {
-                log::warn!("certificate renewal failed, will retry at the next heartbeat: {e}");
+                crate::agent_log!(
+                    self,
+                    log::Level::Warn,
+                    "certificate renewal failed, will retry at the next heartbeat: {e}"
+                );
                 return Err(());
             }
         };
         let validity = identity::check_certificate(&response.certificate_pem, key)
-            .map_err(|e| log::error!("renewal: {e}"))?;
+            .map_err(|e| crate::agent_log!(self, log::Level::Error, "renewal: {e}"))?;
         let mut next = self.state.clone();
         if let Some(e) = next.enrollment.as_mut() {
             e.certificate_pem = response.certificate_pem;
@@ -156,15 +174,21 @@ impl Agent {
             e.certificate_expires = validity.not_after;
             e.renew_at = identity::renewal_time(validity, identity::random_renewal_fraction());
         }
-        self.state_file
-            .save(&mut next)
-            .map_err(|e| log::error!("renewal: keeping the old certificate: {e}"))?;
+        self.state_file.save(&mut next).map_err(|e| {
+            crate::agent_log!(
+                self,
+                log::Level::Error,
+                "renewal: keeping the old certificate: {e}"
+            )
+        })?;
         self.state = next;
         if let Err(e) = self.rebuild_authenticated() {
-            log::error!("renewal: {e}");
+            crate::agent_log!(self, log::Level::Error, "renewal: {e}");
             return Err(());
         }
-        log::info!(
+        crate::agent_log!(
+            self,
+            log::Level::Info,
             "certificate renewed; valid until {}",
             crate::daemon::rfc3339(validity.not_after)
         );

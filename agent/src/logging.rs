@@ -3,15 +3,24 @@
 
 use log::LevelFilter;
 
+use crate::config::LogTarget;
+
 pub const SYSLOG_IDENTIFIER: &str = "contera-agent";
 
-pub fn init(configured_level: &str) {
+/// Installs the logger. When the journal was asked for but its socket is missing, logs
+/// go to stderr (systemd-journal-logger fails without a listener there).
+pub fn init(configured_level: &str, target: LogTarget) {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
         .or_else(|| configured_level.parse().ok())
         .unwrap_or(LevelFilter::Info);
-    if systemd_journal_logger::connected_to_journal() {
+    let journal = match target {
+        LogTarget::Journal => true,
+        LogTarget::Stderr => false,
+        LogTarget::Auto => systemd_journal_logger::connected_to_journal(),
+    };
+    if journal {
         if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
             if journal
                 .with_syslog_identifier(SYSLOG_IDENTIFIER.to_string())
@@ -27,4 +36,30 @@ pub fn init(configured_level: &str) {
         .filter_level(level)
         .format_target(false)
         .try_init();
+}
+
+/// Logs with the journal fields `RECORDER_ID`, `ACCOUNT_ID` and `SERVER` taken from the
+/// agent (the first two only once enrolled), so `journalctl RECORDER_ID=…` finds them.
+#[macro_export]
+macro_rules! agent_log {
+    ($agent:expr, $level:expr, $($arg:tt)+) => {{
+        let fields = $agent.log_fields();
+        match (fields.recorder_id, fields.account_id) {
+            (Some(recorder_id), Some(account_id)) => log::log!(
+                $level,
+                recorder_id = recorder_id,
+                account_id = account_id,
+                server = fields.server;
+                $($arg)+
+            ),
+            _ => log::log!($level, server = fields.server; $($arg)+),
+        }
+    }};
+}
+
+/// What [`agent_log!`] attaches to a line.
+pub struct LogFields<'a> {
+    pub recorder_id: Option<&'a str>,
+    pub account_id: Option<&'a str>,
+    pub server: &'a str,
 }

@@ -256,8 +256,10 @@ pub struct Agent {
     child: Option<Child>,
     /// Every datagram the agent sent to its NOTIFY_SOCKET, in order. A thread keeps
     /// reading, as systemd does: a full socket buffer would block the agent.
-    pub notifications: Arc<Mutex<Vec<String>>>,
+    pub notifications: Arc<Mutex<Vec<(Instant, String)>>>,
     pub log: PathBuf,
+    /// Extra environment for the daemon (e.g. `WATCHDOG_USEC`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -283,6 +285,7 @@ impl Agent {
             child: None,
             notifications: Arc::default(),
             log,
+            env: Vec::new(),
         }
     }
 
@@ -319,6 +322,7 @@ impl Agent {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -329,7 +333,7 @@ impl Agent {
             let mut buf = [0u8; 4096];
             loop {
                 match notify.recv(&mut buf) {
-                    Ok(n) => sink.lock().unwrap().push(text(&buf[..n])),
+                    Ok(n) => sink.lock().unwrap().push((Instant::now(), text(&buf[..n]))),
                     Err(e)
                         if e.kind() == std::io::ErrorKind::WouldBlock
                             || e.kind() == std::io::ErrorKind::TimedOut =>
@@ -357,7 +361,53 @@ impl Agent {
             .lock()
             .unwrap()
             .iter()
-            .any(|n| n.lines().any(|l| l == line))
+            .any(|(_, n)| n.lines().any(|l| l == line))
+    }
+
+    /// The latest `STATUS=` text the agent sent.
+    pub fn last_status(&self) -> Option<String> {
+        self.notifications
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|(_, n)| {
+                n.lines()
+                    .find_map(|l| l.strip_prefix("STATUS=").map(str::to_string))
+            })
+    }
+
+    /// When each `WATCHDOG=1` arrived.
+    pub fn watchdog_pings(&self) -> Vec<Instant> {
+        self.notifications
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.lines().any(|l| l == "WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Sends one raw request line to the control socket and returns the answer line.
+    pub fn control(&self, request: &str) -> String {
+        use std::io::Write;
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(self.dir.path().join("run/control.sock"))
+                .expect("control socket");
+        stream.write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits for the daemon to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        self.child.take()?.wait().ok()?.code()
     }
 
     pub fn log_text(&self) -> String {
