@@ -296,6 +296,13 @@ impl Agent {
         agent
     }
 
+    /// Adds a line to the config's `[agent]` section (before the daemon starts).
+    pub fn add_agent_setting(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replacen("[agent]\n", &format!("[agent]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
