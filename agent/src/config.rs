@@ -16,6 +16,21 @@ pub struct AgentConfig {
     pub agent: AgentSection,
     #[serde(default)]
     pub recorder: RecorderSection,
+    #[serde(default)]
+    pub enrollment: EnrollmentSection,
+}
+
+/// Zero-touch enrollment for mass-deployed images. A systemd credential named
+/// `registration-code` (`LoadCredential=`) is used first, then `code_file`, then `code`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentSection {
+    /// A file holding the code; deleted once the code was used.
+    #[serde(default)]
+    pub code_file: Option<PathBuf>,
+    /// The code itself. Prefer `code_file` or a credential: this one stays in the config.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +218,11 @@ impl AgentConfig {
                 "[agent] log_level = {:?}: use one of off, error, warn, info, debug, trace",
                 self.agent.log_level
             ));
+        }
+        if let Some(code) = &self.enrollment.code {
+            if let Err(e) = code.parse::<contera_protocol::RegistrationCode>() {
+                problems.push(format!("[enrollment] code: {e}"));
+            }
         }
         if problems.is_empty() {
             Ok(())

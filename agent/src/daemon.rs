@@ -53,6 +53,8 @@ pub struct Agent {
     pub(crate) last_watchdog_ping: Instant,
     /// Whether the test-only `Freeze` request is honoured.
     pub(crate) test_hooks: bool,
+    /// A provisioned code waiting to be used (zero-touch).
+    pub(crate) pending_code: Option<crate::zero_touch::PendingCode>,
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -81,6 +83,7 @@ impl Agent {
             watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
             last_watchdog_ping: Instant::now(),
             test_hooks: std::env::var("CONTERA_AGENT_TEST_HOOKS").as_deref() == Ok("1"),
+            pending_code: None,
         };
         if agent.state.enrollment.is_some() {
             match identity::load_key(agent.state_file.dir())? {
@@ -98,7 +101,41 @@ impl Agent {
                 }
             }
         }
+        agent.look_for_provisioned_code();
         Ok(agent)
+    }
+
+    /// Picks up a zero-touch code unless the recorder is enrolled, was revoked (a
+    /// provisioned code must not undo an admin's revocation) or used that code before.
+    fn look_for_provisioned_code(&mut self) {
+        if self.state.enrollment.is_some() || self.state.revoked.is_some() {
+            return;
+        }
+        let Some(pending) = crate::zero_touch::find(&self.config) else {
+            return;
+        };
+        if self
+            .state
+            .consumed_codes
+            .contains(&crate::zero_touch::fingerprint(&pending.code))
+        {
+            crate::agent_log!(
+                self,
+                log::Level::Info,
+                "the registration code from the {} was used before; waiting for a new one",
+                pending.source
+            );
+            return;
+        }
+        crate::agent_log!(
+            self,
+            log::Level::Info,
+            "zero-touch: enrolling with the registration code {}-… from the {}",
+            pending.code.public_id(),
+            pending.source
+        );
+        self.pending_code = Some(pending);
+        self.next_beat = Some(Instant::now());
     }
 
     pub(crate) fn rebuild_authenticated(&mut self) -> Result<(), crate::client::ClientSetupError> {
@@ -156,6 +193,15 @@ impl Agent {
             return "revoked by the server: enter a new code".to_string();
         }
         let Some(enrollment) = &self.state.enrollment else {
+            if let (Some(_), Some(error)) = (&self.pending_code, &self.last_error) {
+                let next = self
+                    .next_beat
+                    .map(|t| t.saturating_duration_since(Instant::now()).as_secs())
+                    .unwrap_or(0);
+                return format!(
+                    "enrolling with the provisioned code: {error}; next try in {next} s"
+                );
+            }
             return "waiting for a registration code".to_string();
         };
         match (&self.last_error, self.last_heartbeat) {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use contera_protocol::v1::EnrollRequest;
+use contera_protocol::v1::{AccountRef, EnrollRequest};
 use contera_protocol::{ErrorCode, RegistrationCode};
 use time::OffsetDateTime;
 
@@ -44,21 +44,54 @@ pub(crate) fn describe(e: &CallError, server: &str) -> (&'static str, String) {
     }
 }
 
+/// Why an enrollment did not happen, and whether trying again later may help.
+#[derive(Debug, Clone)]
+pub(crate) struct EnrollFailure {
+    pub kind: &'static str,
+    pub message: String,
+    pub transient: bool,
+}
+
+impl EnrollFailure {
+    fn permanent(kind: &'static str, message: impl Into<String>) -> Self {
+        EnrollFailure {
+            kind,
+            message: message.into(),
+            transient: false,
+        }
+    }
+}
+
 impl Agent {
+    /// Enrollment as asked for over the control socket.
     pub(crate) async fn enroll(&mut self, typed: &str) -> Response {
         let code = match typed.parse::<RegistrationCode>() {
             Ok(code) => code,
             Err(e) => return failed("typo", e.to_string()),
         };
+        match self.enroll_code(&code).await {
+            Ok((recorder_id, account)) => {
+                self.code_consumed(&code);
+                Response::Enrolled {
+                    recorder_id,
+                    account,
+                }
+            }
+            Err(f) => failed(f.kind, f.message),
+        }
+    }
+
+    /// Makes or loads the key, sends the CSR, checks and stores what comes back. On any
+    /// failure the stored state is as it was.
+    pub(crate) async fn enroll_code(
+        &mut self,
+        code: &RegistrationCode,
+    ) -> Result<(String, AccountRef), EnrollFailure> {
+        let internal =
+            |e: &dyn std::fmt::Display| EnrollFailure::permanent("internal", e.to_string());
         let dir = self.state_file.dir().to_owned();
-        let key = match identity::load_or_create_key(&dir) {
-            Ok(key) => key,
-            Err(e) => return failed("internal", e.to_string()),
-        };
-        let csr_pem = match identity::csr_pem(&key) {
-            Ok(csr) => csr,
-            Err(e) => return failed("internal", e.to_string()),
-        };
+        let key = identity::load_or_create_key(&dir).map_err(|e| internal(&e))?;
+        let csr_pem = identity::csr_pem(&key).map_err(|e| internal(&e))?;
         let request = EnrollRequest {
             registration_code: code.compact(),
             csr_pem,
@@ -74,27 +107,30 @@ impl Agent {
         );
         let response = match self.anonymous.enroll(&request).await {
             Ok(response) => response,
-            Err(e) => {
-                if e.is_revoked() {
-                    // This key was revoked: only a new key can enroll again.
-                    if let Err(e) = identity::delete_key(&dir) {
-                        crate::agent_log!(self, log::Level::Error, "{e}");
-                    }
-                    self.key = None;
-                    return failed(
-                        "rejected",
-                        "this recorder's key was revoked by an admin; a new key has been prepared: enter the code again",
-                    );
+            Err(e) if e.is_revoked() => {
+                // This key was revoked: only a new key can enroll again.
+                if let Err(e) = identity::delete_key(&dir) {
+                    crate::agent_log!(self, log::Level::Error, "{e}");
                 }
+                self.key = None;
+                return Err(EnrollFailure {
+                    kind: "rejected",
+                    message: "this recorder's key was revoked by an admin; a new key has been prepared: enter the code again".into(),
+                    transient: true,
+                });
+            }
+            Err(e) => {
                 let (kind, message) = describe(&e, &self.config.server.url);
                 crate::agent_log!(self, log::Level::Warn, "enrollment failed: {message}");
-                return failed(kind, message);
+                return Err(EnrollFailure {
+                    kind,
+                    message,
+                    transient: e.is_transient(),
+                });
             }
         };
-        let validity = match identity::check_certificate(&response.certificate_pem, &key) {
-            Ok(v) => v,
-            Err(e) => return failed("internal", e.to_string()),
-        };
+        let validity = identity::check_certificate(&response.certificate_pem, &key)
+            .map_err(|e| internal(&e))?;
         let mut next = self.state.clone();
         next.enrollment = Some(Enrollment {
             recorder_id: response.recorder_id.clone(),
@@ -110,17 +146,17 @@ impl Agent {
         });
         next.revoked = None;
         if let Err(e) = self.state_file.save(&mut next) {
-            return failed(
+            return Err(EnrollFailure::permanent(
                 "internal",
                 format!("the server accepted the recorder but storing its certificate failed: {e}. Fix the disk, then enter the code again (the same recorder is restored)"),
-            );
+            ));
         }
         let old_key = self.key.replace(key);
         let old_state = std::mem::replace(&mut self.state, next);
         if let Err(e) = self.rebuild_authenticated() {
             self.key = old_key;
             self.state = old_state;
-            return failed("internal", e.to_string());
+            return Err(internal(&e));
         }
         self.last_error = None;
         self.last_heartbeat = None;
@@ -137,9 +173,6 @@ impl Agent {
             response.account.name,
             response.account.id
         );
-        Response::Enrolled {
-            recorder_id: response.recorder_id,
-            account: response.account,
-        }
+        Ok((response.recorder_id, response.account))
     }
 }

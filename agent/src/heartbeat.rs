@@ -19,7 +19,7 @@ impl Agent {
     /// One heartbeat (with a renewal first when due), then schedules the next.
     pub(crate) async fn beat(&mut self) {
         let Some(enrollment) = self.state.enrollment.clone() else {
-            self.next_beat = None;
+            self.zero_touch().await;
             return;
         };
         if OffsetDateTime::now_utc() >= enrollment.renew_at

@@ -13,3 +13,4 @@ pub mod identity;
 pub mod logging;
 pub mod retry;
 pub mod state;
+pub mod zero_touch;

@@ -22,6 +22,9 @@ pub struct State {
     /// Set when the server revoked this recorder; cleared by the next enrollment.
     #[serde(default)]
     pub revoked: Option<Revocation>,
+    /// SHA-256 of every provisioned code already used, so none is used twice.
+    #[serde(default)]
+    pub consumed_codes: Vec<String>,
 }
 
 /// The credential and what it belongs to.

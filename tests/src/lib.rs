@@ -303,6 +303,14 @@ impl Agent {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// Appends TOML (e.g. an `[enrollment]` section) to the config.
+    pub fn append_config(&self, toml: &str) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push('\n');
+        text.push_str(toml);
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -311,6 +319,8 @@ impl Agent {
     pub fn run(&mut self) {
         let notify_path = self.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&notify_path);
+        // A restart must wait for its own READY=1, not the previous run's.
+        self.notifications = Arc::default();
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))

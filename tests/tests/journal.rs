@@ -39,14 +39,23 @@ wait $J || true
 
 fn can_run() -> Result<(), String> {
     let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false);
     if !root {
         return Err("not root".into());
     }
-    for tool in ["/lib/systemd/systemd-journald", "/usr/bin/unshare", "/usr/bin/journalctl"] {
+    for tool in [
+        "/lib/systemd/systemd-journald",
+        "/usr/bin/unshare",
+        "/usr/bin/journalctl",
+    ] {
         if !Path::new(tool).exists() {
-            return Err(format!("{tool} is missing (apt-get install systemd util-linux)"));
+            return Err(format!(
+                "{tool} is missing (apt-get install systemd util-linux)"
+            ));
         }
     }
     Ok(())
@@ -67,7 +76,15 @@ fn journal_entries_carry_identity_fields_and_never_the_code() {
     let journal_dir = out.path().join("journal");
     std::fs::create_dir(&journal_dir).unwrap();
     let run = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT, "journal-test"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            SCRIPT,
+            "journal-test",
+        ])
         .arg(&journal_dir)
         .arg(&conf)
         .arg(bin("contera-agent"))
@@ -83,13 +100,23 @@ fn journal_entries_carry_identity_fields_and_never_the_code() {
         String::from_utf8_lossy(&run.stderr)
     );
     let raw = std::fs::read_to_string(journal_dir.join("entries.json")).unwrap();
-    let entries: Vec<Value> = raw.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<Value> = raw
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(entries.len() >= 3, "{raw}");
-    let recorder_id = server.recorders(Some(&account))[0]["id"].as_str().unwrap().to_string();
+    let recorder_id = server.recorders(Some(&account))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let enrolled = entries
         .iter()
-        .find(|e| e["MESSAGE"].as_str().is_some_and(|m| m.starts_with("enrolled as recorder")))
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("enrolled as recorder"))
+        })
         .unwrap_or_else(|| panic!("no enrollment line in {raw}"));
     assert_eq!(enrolled["SYSLOG_IDENTIFIER"], "contera-agent");
     assert_eq!(enrolled["RECORDER_ID"], recorder_id.as_str());
@@ -100,13 +127,22 @@ fn journal_entries_carry_identity_fields_and_never_the_code() {
         .iter()
         .find(|e| e["MESSAGE"].as_str().is_some_and(|m| m.contains("started")))
         .unwrap();
-    assert!(started.get("RECORDER_ID").is_none(), "no recorder id before enrollment");
+    assert!(
+        started.get("RECORDER_ID").is_none(),
+        "no recorder id before enrollment"
+    );
     assert_eq!(started["SERVER"], server.url().as_str());
 
     // Neither the code nor its secret part, in any form, nor the key.
     let compact = code.replace('-', "");
     let secret = &compact[4..23];
-    for needle in [code.as_str(), compact.as_str(), secret, &secret.to_lowercase(), "PRIVATE KEY"] {
+    for needle in [
+        code.as_str(),
+        compact.as_str(),
+        secret,
+        &secret.to_lowercase(),
+        "PRIVATE KEY",
+    ] {
         assert!(!raw.contains(needle), "{needle} leaked into the journal");
     }
     assert!(raw.contains(&compact[..4]), "the public id may appear");
