@@ -96,6 +96,15 @@ pub struct RecorderSection {
     /// Firmware version to report.
     #[serde(default)]
     pub firmware: Option<String>,
+    /// Recording volumes whose size and free space go into every heartbeat.
+    #[serde(default)]
+    pub volumes: Vec<PathBuf>,
+    /// A JSON file the NVR firmware keeps up to date; forwarded in the heartbeat.
+    #[serde(default)]
+    pub status_file: Option<PathBuf>,
+    /// Or a command (program and arguments) that prints the NVR's status as JSON.
+    #[serde(default)]
+    pub status_command: Option<Vec<String>>,
 }
 
 fn default_connect_timeout_secs() -> u64 {
@@ -218,6 +227,15 @@ impl AgentConfig {
                 "[agent] log_level = {:?}: use one of off, error, warn, info, debug, trace",
                 self.agent.log_level
             ));
+        }
+        if self.recorder.status_file.is_some() && self.recorder.status_command.is_some() {
+            problems
+                .push("[recorder] status_file and status_command are both set: keep one".into());
+        }
+        if let Some(cmd) = &self.recorder.status_command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                problems.push("[recorder] status_command is empty: give the program and its arguments, e.g. [\"/usr/bin/nvr-status\", \"--json\"]".into());
+            }
         }
         if let Some(code) = &self.enrollment.code {
             if let Err(e) = code.parse::<contera_protocol::RegistrationCode>() {

@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use contera_protocol::v1::{Hardware, RecorderStatus};
+use std::time::Duration;
+
+use contera_protocol::v1::{DiskUsage, Hardware, RecorderStatus};
 
 use crate::config::RecorderSection;
 
@@ -53,8 +55,91 @@ pub fn detect(section: &RecorderSection) -> Hardware {
     }
 }
 
-/// The status sent with each heartbeat.
-pub fn status(section: &RecorderSection) -> RecorderStatus {
+/// Largest NVR status forwarded, in bytes; larger output is reported, not sent.
+pub const MAX_NVR_STATUS_BYTES: usize = 16 * 1024;
+/// How long the NVR status command may run.
+const NVR_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn os_name() -> Option<String> {
+    let text = fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+fn disk_usage(path: &Path) -> DiskUsage {
+    match nix::sys::statvfs::statvfs(path) {
+        Ok(s) => {
+            let unit = s.fragment_size() as u64;
+            DiskUsage {
+                path: path.display().to_string(),
+                total_bytes: Some(s.blocks() as u64 * unit),
+                available_bytes: Some(s.blocks_available() as u64 * unit),
+                error: None,
+            }
+        }
+        Err(e) => DiskUsage {
+            path: path.display().to_string(),
+            total_bytes: None,
+            available_bytes: None,
+            error: Some(e.desc().to_string()),
+        },
+    }
+}
+
+/// Parses what the NVR reported: JSON, at most [`MAX_NVR_STATUS_BYTES`].
+fn parse_nvr(bytes: &[u8], what: &str) -> Result<serde_json::Value, String> {
+    if bytes.len() > MAX_NVR_STATUS_BYTES {
+        return Err(format!(
+            "{what} is larger than {MAX_NVR_STATUS_BYTES} bytes"
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("{what} is not JSON: {e}"))
+}
+
+async fn nvr_status(section: &RecorderSection) -> Option<Result<serde_json::Value, String>> {
+    if let Some(path) = &section.status_file {
+        let what = format!("status file {}", path.display());
+        return Some(match tokio::fs::File::open(path).await {
+            Err(e) => Err(format!("cannot read {what}: {e}")),
+            Ok(file) => {
+                use tokio::io::AsyncReadExt;
+                let mut bytes = Vec::new();
+                match file
+                    .take(MAX_NVR_STATUS_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+                    .await
+                {
+                    Ok(_) => parse_nvr(&bytes, &what),
+                    Err(e) => Err(format!("cannot read {what}: {e}")),
+                }
+            }
+        });
+    }
+    let argv = section.status_command.as_ref()?;
+    let what = format!("status command {}", argv[0]);
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    Some(
+        match tokio::time::timeout(NVR_COMMAND_TIMEOUT, command.output()).await {
+            Err(_) => Err(format!(
+                "{what} did not finish within {} s",
+                NVR_COMMAND_TIMEOUT.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("cannot run {what}: {e}")),
+            Ok(Ok(out)) if !out.status.success() => Err(format!("{what} failed ({})", out.status)),
+            Ok(Ok(out)) => parse_nvr(&out.stdout, &what),
+        },
+    )
+}
+
+/// The status sent with each heartbeat. A broken NVR source is reported in `nvr_error`,
+/// never fatal.
+pub async fn status(section: &RecorderSection) -> RecorderStatus {
     let uptime_secs = fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| {
@@ -63,10 +148,19 @@ pub fn status(section: &RecorderSection) -> RecorderStatus {
                 .and_then(|f| f.parse::<f64>().ok())
         })
         .map(|f| f as u64);
+    let (nvr, nvr_error) = match nvr_status(section).await {
+        None => (None, None),
+        Some(Ok(value)) => (Some(value), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
     RecorderStatus {
         uptime_secs,
         agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         firmware: configured(&section.firmware),
+        os: os_name(),
+        disks: section.volumes.iter().map(|v| disk_usage(v)).collect(),
+        nvr,
+        nvr_error,
         extra: Default::default(),
     }
 }
@@ -75,6 +169,75 @@ pub fn status(section: &RecorderSection) -> RecorderStatus {
 mod tests {
     use super::*;
 
+    fn section() -> RecorderSection {
+        RecorderSection::default()
+    }
+
+    #[tokio::test]
+    async fn status_reports_volumes_and_a_json_status_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nvr.json");
+        fs::write(&file, r#"{"channels": 16, "recording": true}"#).unwrap();
+        let s = RecorderSection {
+            volumes: vec![dir.path().to_owned(), dir.path().join("missing")],
+            status_file: Some(file),
+            ..section()
+        };
+        let status = status(&s).await;
+        assert_eq!(status.nvr.unwrap()["channels"], 16);
+        assert!(status.nvr_error.is_none());
+        assert!(status.disks[0].total_bytes.unwrap() > 0);
+        assert!(status.disks[0].available_bytes.unwrap() <= status.disks[0].total_bytes.unwrap());
+        assert!(status.disks[1].error.is_some());
+        assert!(status.uptime_secs.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_broken_nvr_source_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nvr.json");
+        fs::write(&file, "{not json").unwrap();
+        let s = RecorderSection {
+            status_file: Some(file.clone()),
+            ..section()
+        };
+        let status = status(&s).await;
+        assert!(status.nvr.is_none());
+        assert!(status.nvr_error.unwrap().contains("not JSON"));
+
+        fs::write(&file, format!("\"{}\"", "x".repeat(MAX_NVR_STATUS_BYTES))).unwrap();
+        let status = super::status(&s).await;
+        assert!(status.nvr_error.unwrap().contains("larger than"));
+
+        let s = RecorderSection {
+            status_command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo '{\"ok\": 1}'".into(),
+            ]),
+            ..section()
+        };
+        assert_eq!(super::status(&s).await.nvr.unwrap()["ok"], 1);
+        let s = RecorderSection {
+            status_command: Some(vec!["/bin/sh".into(), "-c".into(), "exit 3".into()]),
+            ..section()
+        };
+        assert!(super::status(&s)
+            .await
+            .nvr_error
+            .unwrap()
+            .contains("failed"));
+        let s = RecorderSection {
+            status_command: Some(vec!["/nonexistent/nvr-status".into()]),
+            ..section()
+        };
+        assert!(super::status(&s)
+            .await
+            .nvr_error
+            .unwrap()
+            .contains("cannot run"));
+    }
+
     #[test]
     fn configured_values_win_and_blank_ones_fall_back() {
         let section = RecorderSection {
@@ -82,6 +245,7 @@ mod tests {
             model: Some("".into()),
             mac: None,
             firmware: Some("4.2".into()),
+            ..RecorderSection::default()
         };
         let hw = detect(&section);
         assert_eq!(hw.serial, "NVR-1");

@@ -34,7 +34,7 @@ impl Agent {
             return;
         };
         let request = HeartbeatRequest {
-            status: hardware::status(&self.config.recorder),
+            status: hardware::status(&self.config.recorder).await,
         };
         match client.heartbeat(&request).await {
             Ok(response) => {

@@ -79,8 +79,32 @@ pub struct RecorderStatus {
     pub agent_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
+    /// Operating system, as `PRETTY_NAME` in os-release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// Use of the recording volumes named in the agent's config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskUsage>,
+    /// Whatever the NVR's own status file or command reported (JSON, size-capped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvr: Option<serde_json::Value>,
+    /// Why `nvr` is missing when a source is configured (unreadable, not JSON, too big).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvr_error: Option<String>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Space on one recording volume, in bytes; or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Answer to a heartbeat.

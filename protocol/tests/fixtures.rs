@@ -38,7 +38,9 @@ fn enroll_response_fixture_round_trips() {
 fn heartbeat_request_fixture_keeps_unknown_status_fields() {
     let req: HeartbeatRequest = round_trip("heartbeat_request.json");
     assert_eq!(req.status.uptime_secs, Some(86400));
-    assert!(req.status.extra.contains_key("disk"));
+    assert!(req.status.extra.contains_key("vendor_field"));
+    assert_eq!(req.status.disks.len(), 2);
+    assert_eq!(req.status.nvr.as_ref().unwrap()["channels"], 16);
 }
 
 #[test]

@@ -114,6 +114,12 @@ pub enum RecordersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one recorder with the status it last reported
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a recorder: its next heartbeat is refused and it drops its credential
     Revoke { id: String },
 }
@@ -354,6 +360,45 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                         r.replaces.as_deref().unwrap_or("-"),
                     );
                 }
+            }
+        }
+        Command::Recorders(RecordersCommand::Show { id, json }) => {
+            let Some(r) = store.recorder(&id).await? else {
+                anyhow::bail!("recorder {id} does not exist: list recorders with `recorders list`");
+            };
+            let mut value = recorder_json(&r, now);
+            value["key_fingerprint"] = json!(r.key_fingerprint);
+            value["status"] = r
+                .status
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or(serde_json::Value::Null);
+            if json {
+                println!("{value:#}");
+            } else {
+                let state = if r.revoked_at.is_some() {
+                    "revoked".to_string()
+                } else if r.online(now) {
+                    "online".to_string()
+                } else {
+                    format!("offline ({})", offline_reason(&r, now).unwrap_or_default())
+                };
+                println!("Recorder {}", r.id);
+                println!("  account:        {}", r.account_id);
+                println!("  serial / model: {} / {}", r.serial, r.model);
+                println!("  state:          {state}");
+                println!(
+                    "  last seen:      {}",
+                    r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into())
+                );
+                println!(
+                    "  agent version:  {}",
+                    r.agent_version.as_deref().unwrap_or("-")
+                );
+                if let Some(replaces) = &r.replaces {
+                    println!("  replaces:       {replaces}");
+                }
+                println!("  status:         {:#}", value["status"]);
             }
         }
         Command::Recorders(RecordersCommand::Revoke { id }) => {
