@@ -67,6 +67,8 @@ fn os_name() -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
+// statvfs field types differ by platform (32-bit on some NVR SoCs), so the casts stay.
+#[allow(clippy::unnecessary_cast)]
 fn disk_usage(path: &Path) -> DiskUsage {
     match nix::sys::statvfs::statvfs(path) {
         Ok(s) => {
