@@ -150,7 +150,15 @@ impl ServerClient {
                 builder.with_client_auth_cert(chain, key)?
             }
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(proxy) = &server.proxy {
+            let mut proxy = reqwest::Proxy::all(proxy)?;
+            if let Some(bypass) = &server.no_proxy {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(bypass));
+            }
+            http = http.proxy(proxy);
+        }
+        let http = http
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(server.connect_timeout_secs))
             .timeout(Duration::from_secs(server.request_timeout_secs))

@@ -48,6 +48,14 @@ pub struct ServerSection {
     /// Seconds a whole request may take.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// HTTP(S) proxy for reaching the server, e.g. `http://proxy.site:3128`. A systemd
+    /// service does not see a shell's `HTTPS_PROXY`, so it can be set here; when unset the
+    /// `HTTPS_PROXY`/`NO_PROXY` environment is honoured.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Hosts that bypass `proxy`, comma-separated, as in `NO_PROXY`.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +199,15 @@ impl AgentConfig {
                 self.server.url
             )),
             Ok(_) => {}
+        }
+        if let Some(proxy) = &self.server.proxy {
+            match reqwest::Url::parse(proxy) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                }
+                _ => problems.push(format!(
+                    "[server] proxy = {proxy:?} is not a proxy URL: use http://HOST:PORT"
+                )),
+            }
         }
         if let Some(ca) = &self.server.ca_file {
             if ca.as_os_str().is_empty() {

@@ -559,3 +559,82 @@ pub fn enroll_body(code: &str, csr_pem: &str, serial: &str) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// A minimal HTTP CONNECT proxy on 127.0.0.1:0, as found in front of many recorder sites.
+/// Records every CONNECT target; tunnels bytes both ways.
+pub struct ConnectProxy {
+    pub port: u16,
+    pub targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = targets.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().unwrap());
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut parts = request.split_whitespace();
+                    let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+                        let _ = (&client).write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+                        return;
+                    };
+                    seen.lock().unwrap().push(target.to_string());
+                    let Ok(upstream) = TcpStream::connect(target) else {
+                        let _ = (&client).write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                        return;
+                    };
+                    (&client)
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let (mut c_read, mut u_write) =
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let pump = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c_read, &mut u_write);
+                        let _ = u_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut u_read, mut c_write) = (upstream, client);
+                    // The client speaks only after the 200, so nothing is left buffered.
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match u_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if c_write.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                    let _ = pump.join();
+                });
+            }
+        });
+        ConnectProxy { port, targets }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.targets.lock().unwrap().len()
+    }
+}
