@@ -140,7 +140,11 @@ impl Agent {
             ca_chain_pem: response.ca_chain_pem,
             certificate_not_before: validity.not_before,
             certificate_expires: validity.not_after,
-            renew_at: identity::renewal_time(validity, identity::random_renewal_fraction()),
+            renew_at: identity::renewal_time(
+                OffsetDateTime::now_utc(),
+                validity,
+                identity::random_renewal_fraction(),
+            ),
             heartbeat_interval_secs: response.heartbeat_interval_secs,
             enrolled_at: OffsetDateTime::now_utc(),
         });

@@ -102,8 +102,15 @@ impl Agent {
             "heartbeat failed: {message}; next try in {} s",
             wait.as_secs()
         );
+        let expired = self
+            .state
+            .enrollment
+            .as_ref()
+            .is_some_and(|en| en.certificate_expires <= OffsetDateTime::now_utc());
         self.last_error = Some(match e {
             CallError::Unreachable(_) => "server unreachable".to_string(),
+            // Renewal was tried first and refused: the grace period is over.
+            _ if expired => "the certificate expired and the server refused its renewal: enter a registration code (the recorder keeps its identity)".to_string(),
             other => other.to_string(),
         });
         self.next_beat = Some(Instant::now() + wait);
@@ -172,7 +179,11 @@ impl Agent {
             e.ca_chain_pem = response.ca_chain_pem;
             e.certificate_not_before = validity.not_before;
             e.certificate_expires = validity.not_after;
-            e.renew_at = identity::renewal_time(validity, identity::random_renewal_fraction());
+            e.renew_at = identity::renewal_time(
+                OffsetDateTime::now_utc(),
+                validity,
+                identity::random_renewal_fraction(),
+            );
         }
         self.state_file.save(&mut next).map_err(|e| {
             crate::agent_log!(

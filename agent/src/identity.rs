@@ -119,11 +119,13 @@ pub fn check_certificate(cert_pem: &str, key: &KeyPair) -> Result<Validity, Iden
 }
 
 /// When to renew: a uniformly random point between 70 % and 90 % of the lifetime, so
-/// recorders installed on the same day do not all renew together.
-pub fn renewal_time(validity: Validity, fraction: f64) -> OffsetDateTime {
+/// recorders installed on the same day do not all renew together. The lifetime counts
+/// from when the certificate was received, not from its notBefore, which the server
+/// backdates a few minutes for clock skew.
+pub fn renewal_time(received: OffsetDateTime, validity: Validity, fraction: f64) -> OffsetDateTime {
     let fraction = fraction.clamp(0.7, 0.9);
-    let lifetime = validity.not_after - validity.not_before;
-    validity.not_before + lifetime * fraction
+    let start = received.clamp(validity.not_before, validity.not_after);
+    start + (validity.not_after - start) * fraction
 }
 
 /// A random fraction in [0.7, 0.9) for [`renewal_time`].
@@ -170,8 +172,24 @@ mod tests {
             not_before: start,
             not_after: start + Duration::days(100),
         };
-        assert_eq!(renewal_time(validity, 0.7), start + Duration::days(70));
-        assert_eq!(renewal_time(validity, 0.9), start + Duration::days(90));
+        assert_eq!(
+            renewal_time(start, validity, 0.7),
+            start + Duration::days(70)
+        );
+        assert_eq!(
+            renewal_time(start, validity, 0.9),
+            start + Duration::days(90)
+        );
+        // Counted from receipt, not from the backdated notBefore.
+        let received = start + Duration::days(50);
+        assert_eq!(
+            renewal_time(received, validity, 0.5),
+            received + Duration::days(35)
+        );
+        assert_eq!(
+            renewal_time(received, validity, 0.8),
+            received + Duration::days(40)
+        );
         for _ in 0..1000 {
             let f = random_renewal_fraction();
             assert!((0.7..0.9).contains(&f));

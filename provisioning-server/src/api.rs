@@ -156,7 +156,9 @@ impl From<RecorderError> for ApiError {
         let code = match &e {
             RecorderError::InvalidCode => ErrorCode::InvalidRegistrationCode,
             RecorderError::Csr(_) | RecorderError::BadField(_) => ErrorCode::MalformedRequest,
-            RecorderError::NoCertificate => ErrorCode::Unauthenticated,
+            RecorderError::NoCertificate | RecorderError::CertificateExpired => {
+                ErrorCode::Unauthenticated
+            }
             RecorderError::UnknownCertificate => ErrorCode::Forbidden,
             RecorderError::Revoked => ErrorCode::Revoked,
             RecorderError::Conflict(_) => ErrorCode::Conflict,

@@ -26,6 +26,13 @@ pub struct ServerConfig {
     /// Lifetime of recorder certificates, in days.
     #[serde(default = "default_certificate_lifetime_days")]
     pub certificate_lifetime_days: u32,
+    /// Overrides `certificate_lifetime_days` with seconds; for labs and tests.
+    #[serde(default)]
+    pub certificate_lifetime_secs: Option<u64>,
+    /// Days after expiry during which a recorder may still renew with its expired
+    /// certificate (proving it holds its enrolled key). Later it needs a code again.
+    #[serde(default = "default_expired_renewal_grace_days")]
+    pub expired_renewal_grace_days: u32,
     /// Enrollment attempts allowed per client address and minute, as a burst that refills
     /// evenly over the minute. Over it, the answer is 429 with `Retry-After`.
     #[serde(default = "default_enroll_attempts_per_minute")]
@@ -46,6 +53,9 @@ fn default_heartbeat_interval_secs() -> u32 {
 }
 fn default_certificate_lifetime_days() -> u32 {
     90
+}
+fn default_expired_renewal_grace_days() -> u32 {
+    365
 }
 fn default_enroll_attempts_per_minute() -> u32 {
     60
@@ -107,6 +117,19 @@ impl ServerConfig {
                 self.certificate_lifetime_days
             ));
         }
+        if let Some(secs) = self.certificate_lifetime_secs {
+            if !(1..=3650 * 86_400).contains(&secs) {
+                problems.push(format!(
+                    "certificate_lifetime_secs = {secs}: use a value from 1 to 315360000, or remove it"
+                ));
+            }
+        }
+        if self.expired_renewal_grace_days > 3650 {
+            problems.push(format!(
+                "expired_renewal_grace_days = {}: use a value from 0 to 3650",
+                self.expired_renewal_grace_days
+            ));
+        }
         if self.enroll_attempts_per_minute == 0 {
             problems.push("enroll_attempts_per_minute = 0: use at least 1".to_string());
         }
@@ -123,6 +146,14 @@ impl ServerConfig {
             Ok(())
         } else {
             Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    /// The lifetime of recorder certificates.
+    pub fn certificate_lifetime(&self) -> time::Duration {
+        match self.certificate_lifetime_secs {
+            Some(secs) => time::Duration::seconds(secs as i64),
+            None => time::Duration::days(self.certificate_lifetime_days.into()),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api;
 pub mod ca;
 pub mod cli;
+pub mod client_auth;
 pub mod config;
 pub mod files;
 pub mod recorders;

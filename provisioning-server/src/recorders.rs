@@ -36,6 +36,8 @@ pub enum RecorderError {
     UnknownCertificate,
     #[error("this recorder was revoked by an admin; enroll again with a registration code and a new key")]
     Revoked,
+    #[error("the client certificate expired: renew it (POST /api/v1/renew accepts it for a while after expiry), or enroll again with a registration code")]
+    CertificateExpired,
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
@@ -144,6 +146,8 @@ pub struct Recorders {
     pub ca: Arc<DeviceCa>,
     pub heartbeat_interval_secs: u32,
     pub certificate_lifetime: Duration,
+    /// How long after expiry a certificate may still renew.
+    pub expired_renewal_grace: Duration,
     pub presence: PresenceBuffer,
 }
 
@@ -261,12 +265,22 @@ impl Recorders {
     }
 
     /// The recorder a client certificate belongs to, if it is current and not revoked.
+    /// An expired certificate passes only when `allow_expired` (renewal, goodbye) and only
+    /// within the grace period.
     async fn authenticate(
         &self,
         cert: Option<&CertificateDer<'static>>,
+        allow_expired: bool,
     ) -> Result<(Recorder, Presented), RecorderError> {
         let cert = cert.ok_or(RecorderError::NoCertificate)?;
         let presented = presented(cert)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if presented.not_after < now
+            && (!allow_expired
+                || now - presented.not_after > self.expired_renewal_grace.whole_seconds())
+        {
+            return Err(RecorderError::CertificateExpired);
+        }
         let recorder = self
             .store
             .recorder(&presented.recorder_id)
@@ -286,7 +300,7 @@ impl Recorders {
         cert: Option<&CertificateDer<'static>>,
         req: HeartbeatRequest,
     ) -> Result<HeartbeatResponse, RecorderError> {
-        let (recorder, presented) = self.authenticate(cert).await?;
+        let (recorder, presented) = self.authenticate(cert, false).await?;
         let now = OffsetDateTime::now_utc();
         let status = serde_json::to_string(&req.status).unwrap_or_else(|_| "{}".into());
         self.presence.touch(
@@ -322,7 +336,7 @@ impl Recorders {
         cert: Option<&CertificateDer<'static>>,
         req: GoodbyeRequest,
     ) -> Result<(), RecorderError> {
-        let (recorder, _) = self.authenticate(cert).await?;
+        let (recorder, _) = self.authenticate(cert, true).await?;
         let reason: String = req
             .reason
             .chars()
@@ -353,7 +367,7 @@ impl Recorders {
         cert: Option<&CertificateDer<'static>>,
         req: RenewRequest,
     ) -> Result<RenewResponse, RecorderError> {
-        let (recorder, _) = self.authenticate(cert).await?;
+        let (recorder, _) = self.authenticate(cert, true).await?;
         let key = ca::parse_csr(&req.csr_pem)?;
         let now = OffsetDateTime::now_utc();
         let issued = self

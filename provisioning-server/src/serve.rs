@@ -19,6 +19,7 @@ use tower::ServiceExt;
 
 use crate::api::{self, AppState, ClientCert, PeerAddr};
 use crate::ca::Pki;
+use crate::client_auth::GraceVerifier;
 use crate::config::ServerConfig;
 use crate::recorders::{PresenceBuffer, Recorders};
 use crate::store::{SqliteStore, Store};
@@ -53,7 +54,7 @@ pub fn certificate_names(config: &ServerConfig, listen: SocketAddr) -> Vec<Strin
     names
 }
 
-fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
+fn tls_config(pki: &Pki, grace_secs: u64) -> anyhow::Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -66,6 +67,7 @@ fn tls_config(pki: &Pki) -> anyhow::Result<rustls::ServerConfig> {
         .allow_unauthenticated()
         .build()
         .context("building the client certificate verifier")?;
+    let verifier = Arc::new(GraceVerifier::new(verifier, grace_secs));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -94,13 +96,15 @@ pub async fn launch(
         &Pki::tls_dir(&config.data_dir),
         &certificate_names(&config, local),
     )?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+    let grace_secs = u64::from(config.expired_renewal_grace_days) * 86_400;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki, grace_secs)?));
     let state = Arc::new(AppState::new(
         Recorders {
             store: store.clone(),
             ca: pki.device_ca.clone(),
             heartbeat_interval_secs: config.heartbeat_interval_secs,
-            certificate_lifetime: time::Duration::days(config.certificate_lifetime_days.into()),
+            certificate_lifetime: config.certificate_lifetime(),
+            expired_renewal_grace: time::Duration::seconds(grace_secs as i64),
             presence: PresenceBuffer::default(),
         },
         config.enroll_attempts_per_minute,
