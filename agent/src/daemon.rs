@@ -86,7 +86,25 @@ impl Agent {
             pending_code: None,
         };
         if agent.state.enrollment.is_some() {
-            match identity::load_key(agent.state_file.dir())? {
+            let key = match identity::load_key(agent.state_file.dir()) {
+                Err(identity::IdentityError::BadKey { path, message }) => {
+                    // A damaged key cannot be repaired; starting (unenrolled) beats a
+                    // restart loop. Enrolling again makes a new key: a new recorder that
+                    // the server flags as a possible replacement of this one.
+                    let broken = path.with_extension("pem.broken");
+                    let _ = std::fs::rename(&path, &broken);
+                    crate::agent_log!(
+                        agent,
+                        log::Level::Error,
+                        "the recorder key {} is damaged ({message}); moved it to {} — enter a registration code to enroll again",
+                        path.display(),
+                        broken.display()
+                    );
+                    None
+                }
+                other => other?,
+            };
+            match key {
                 Some(key) => {
                     agent.key = Some(key);
                     agent.rebuild_authenticated()?;

@@ -117,29 +117,33 @@ impl StateFile {
         })
     }
 
-    /// Loads the state. A missing file is a fresh agent. A file that does not parse (torn
-    /// by a crash on a filesystem without atomic rename, or edited by hand) is moved aside
-    /// as `state.json.broken` and the agent starts unenrolled, keeping its key, so the
-    /// next enrollment gets the same recorder back instead of a crash loop.
+    /// The previous good state, kept by every save as a fallback.
+    pub fn previous_path(&self) -> PathBuf {
+        self.dir.join(format!("{STATE_FILE}.prev"))
+    }
+
+    /// Loads the state. A missing file is a fresh agent. A file that is empty, torn or
+    /// unparsable (a crash on a filesystem without atomic rename, a dying SD card, a hand
+    /// edit) is moved aside as `state.json.broken` and the previous good copy is used; if
+    /// there is none the agent starts unenrolled but keeps its key, so enrolling again
+    /// restores the same recorder. Never an error that would make systemd restart-loop.
     pub fn load(&self) -> Result<State, StateError> {
+        self.remove_stale_temp();
         let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(State::default()),
-            Err(source) => {
+        match read_state(&path) {
+            Ok(Some(state)) => return Ok(state),
+            Ok(None) => {}
+            Err(ReadError::Io(source)) => {
                 return Err(StateError::Io {
                     action: "read",
                     path,
                     source,
                 })
             }
-        };
-        match serde_json::from_str::<State>(&text) {
-            Ok(state) => Ok(state),
-            Err(e) => {
+            Err(ReadError::Damaged(why)) => {
                 let broken = self.dir.join(format!("{STATE_FILE}.broken"));
                 log::error!(
-                    "state file {} is damaged ({e}); moved it to {} and starting unenrolled (the key is kept: enrolling again restores this recorder)",
+                    "state file {} is damaged ({why}); moved it to {}",
                     path.display(),
                     broken.display()
                 );
@@ -148,24 +152,97 @@ impl StateFile {
                     path: path.clone(),
                     source,
                 })?;
+            }
+        }
+        let previous = self.previous_path();
+        match read_state(&previous) {
+            Ok(Some(state)) => {
+                log::warn!(
+                    "using the previous good state {} (generation {})",
+                    previous.display(),
+                    state.generation
+                );
+                Ok(state)
+            }
+            Ok(None) => Ok(State::default()),
+            Err(e) => {
+                log::error!(
+                    "the previous state {} is unusable too ({e}); starting unenrolled: enrolling again restores this recorder (its key is kept)",
+                    previous.display()
+                );
                 Ok(State::default())
             }
         }
     }
 
-    /// Writes `state` with the next generation number. On error the old file is intact.
+    /// A temp file left by a crash mid-write is never the state; remove it.
+    fn remove_stale_temp(&self) {
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        if fs::remove_file(&tmp).is_ok() {
+            log::warn!("removed {} left by an interrupted write", tmp.display());
+        }
+    }
+
+    /// Writes `state` with the next generation number, keeping the current file as
+    /// `state.json.prev`. On error (full or read-only disk) the old file is intact and
+    /// `state` is unchanged.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         let mut next = state.clone();
         next.generation += 1;
         let json = serde_json::to_vec_pretty(&next).expect("state serialises");
-        write_atomic(&self.path(), &json, 0o600).map_err(|source| StateError::Io {
-            action: "write",
-            path: self.path(),
-            source,
-        })?;
+        let io = |action: &'static str, path: PathBuf| {
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let path = self.path();
+        if path.exists() {
+            // prev is replaced atomically too: link the current file under a temp name,
+            // then rename it over prev.
+            let prev_tmp = self.dir.join(format!(".{STATE_FILE}.prev.tmp"));
+            let _ = fs::remove_file(&prev_tmp);
+            fs::hard_link(&path, &prev_tmp).map_err(io("keep a copy of", path.clone()))?;
+            fs::rename(&prev_tmp, self.previous_path())
+                .map_err(io("keep a copy of", path.clone()))?;
+        }
+        write_atomic(&path, &json, 0o600).map_err(io("write", path.clone()))?;
         *state = next;
         Ok(())
     }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Damaged(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => e.fmt(f),
+            ReadError::Damaged(why) => f.write_str(why),
+        }
+    }
+}
+
+/// `Ok(None)` when the file does not exist.
+fn read_state(path: &Path) -> Result<Option<State>, ReadError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::InvalidData => {
+            return Err(ReadError::Damaged(e.to_string()))
+        }
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    if text.trim().is_empty() {
+        return Err(ReadError::Damaged("empty".into()));
+    }
+    serde_json::from_str::<State>(&text)
+        .map(Some)
+        .map_err(|e| ReadError::Damaged(e.to_string()))
 }
 
 /// Writes through a temp file in the same directory: write, fsync, rename, fsync the
@@ -231,6 +308,39 @@ mod tests {
         file.save(&mut state).unwrap();
         assert_eq!(state.generation, 2);
         assert_eq!(file.load().unwrap(), state);
+    }
+
+    #[test]
+    fn a_torn_or_empty_state_falls_back_to_the_previous_good_copy() {
+        for damage in ["", "{\"generation\": 2, \"enrollm", "\u{0}\u{0}\u{0}"] {
+            let dir = tempfile::tempdir().unwrap();
+            let file = StateFile::new(dir.path());
+            let mut state = State {
+                enrollment: Some(enrollment()),
+                ..State::default()
+            };
+            file.save(&mut state).unwrap();
+            let good = state.clone();
+            state.consumed_codes.push("x".into());
+            file.save(&mut state).unwrap();
+            fs::write(file.path(), damage).unwrap();
+            assert_eq!(file.load().unwrap(), good, "damage {damage:?}");
+            assert!(dir.path().join("state.json.broken").exists());
+        }
+    }
+
+    #[test]
+    fn a_stale_temp_file_is_removed_and_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path());
+        let mut state = State {
+            enrollment: Some(enrollment()),
+            ..State::default()
+        };
+        file.save(&mut state).unwrap();
+        fs::write(dir.path().join(".state.json.tmp"), "{\"generation\": 99").unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        assert!(!dir.path().join(".state.json.tmp").exists());
     }
 
     #[test]
