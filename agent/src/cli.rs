@@ -47,6 +47,14 @@ pub enum Command {
     },
     /// Forget this recorder's identity (key and certificate)
     Unenroll,
+    /// List provisioning servers and recorders announced by mDNS on this network
+    Discover {
+        /// Seconds to listen
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration file and exit (0 valid, 2 invalid)
     ValidateConfig,
     /// Print a commented default configuration
@@ -68,6 +76,23 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::PrintDefaultConfig => {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS
+        }
+        Command::Discover { timeout, json } => {
+            let wait = std::time::Duration::from_secs(timeout.clamp(1, 60));
+            match crate::discovery::discover_all(wait).await {
+                Err(e) => fail(&e.to_string()),
+                Ok((servers, recorders)) => {
+                    if json {
+                        println!(
+                            "{:#}",
+                            serde_json::json!({ "servers": servers, "recorders": recorders })
+                        );
+                    } else {
+                        print_discovered(&servers, &recorders);
+                    }
+                    ExitCode::SUCCESS
+                }
+            }
         }
         Command::ValidateConfig => match load_config(&cli.config) {
             Ok(_) => {
@@ -183,6 +208,37 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+fn print_discovered(servers: &[crate::discovery::Found], recorders: &[crate::discovery::Found]) {
+    let addrs = |f: &crate::discovery::Found| {
+        f.addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("Provisioning servers ({}):", servers.len());
+    for s in servers {
+        println!(
+            "  {}  {}  ({})",
+            s.instance,
+            s.server_endpoint().url,
+            addrs(s)
+        );
+    }
+    println!("Recorders ({}):", recorders.len());
+    for r in recorders {
+        let txt = |k: &str| r.txt.get(k).map(String::as_str).unwrap_or("?");
+        println!(
+            "  serial {}  model {}  version {}  enrolled: {}  ({})",
+            txt("serial"),
+            txt("model"),
+            txt("version"),
+            txt("enrolled"),
+            addrs(r)
+        );
+    }
+}
+
 fn fail(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::FAILURE
@@ -199,7 +255,12 @@ fn offline_status(config: &AgentConfig) -> Status {
         revoked: state.revoked.is_some() && enrollment.is_none(),
         recorder_id: enrollment.map(|e| e.recorder_id.clone()),
         account: enrollment.map(|e| e.account.clone()),
-        server: config.server.url.clone(),
+        server: config
+            .server
+            .url
+            .clone()
+            .or_else(|| state.enrollment.as_ref().map(|e| e.server_url.clone()))
+            .unwrap_or_default(),
         last_heartbeat: None,
         certificate_expires: enrollment.map(|e| crate::daemon::rfc3339(e.certificate_expires)),
         renew_at: enrollment.map(|e| crate::daemon::rfc3339(e.renew_at)),

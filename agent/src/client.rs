@@ -92,6 +92,24 @@ impl CallError {
     }
 }
 
+/// Where the server is: its base URL, and optionally the addresses to connect to for the
+/// URL's host (a server found by mDNS is reached by its certificate name, at the addresses
+/// it announced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub resolve: Option<(String, Vec<std::net::SocketAddr>)>,
+}
+
+impl Endpoint {
+    pub fn configured(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.to_string(),
+            resolve: None,
+        }
+    }
+}
+
 /// A client certificate and its key, both PEM.
 pub struct Credential<'a> {
     pub certificate_pem: &'a str,
@@ -133,6 +151,7 @@ fn root_store(server: &ServerSection) -> Result<rustls::RootCertStore, ClientSet
 impl ServerClient {
     pub fn new(
         server: &ServerSection,
+        endpoint: &Endpoint,
         credential: Option<Credential<'_>>,
     ) -> Result<Self, ClientSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -151,6 +170,9 @@ impl ServerClient {
             }
         };
         let mut http = reqwest::Client::builder();
+        if let Some((host, addrs)) = &endpoint.resolve {
+            http = http.resolve_to_addrs(host, addrs);
+        }
         if let Some(proxy) = &server.proxy {
             let mut proxy = reqwest::Proxy::all(proxy)?;
             if let Some(bypass) = &server.no_proxy {
@@ -165,9 +187,31 @@ impl ServerClient {
             .user_agent(concat!("contera-agent/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(ServerClient {
-            base: server.url.trim_end_matches('/').to_string(),
+            base: endpoint.url.trim_end_matches('/').to_string(),
             http,
         })
+    }
+
+    /// `GET /healthz` over verified TLS: proves the server is one this recorder trusts.
+    pub async fn health(&self) -> Result<(), CallError> {
+        let response = self
+            .http
+            .get(format!(
+                "{}{}",
+                self.base,
+                contera_protocol::v1::HEALTH_PATH
+            ))
+            .send()
+            .await
+            .map_err(|e| classify_transport(&e))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(CallError::Protocol(format!(
+                "health check answered {}",
+                response.status()
+            )))
+        }
     }
 
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, CallError> {

@@ -11,6 +11,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/contera/agent.toml";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
     pub agent: AgentSection,
@@ -18,6 +19,34 @@ pub struct AgentConfig {
     pub recorder: RecorderSection,
     #[serde(default)]
     pub enrollment: EnrollmentSection,
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+}
+
+/// mDNS on the site LAN. Off unless turned on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Announce this recorder (`_contera-nvr._tcp`) and, without `[server] url`, look for
+    /// provisioning servers (`_contera-prov._tcp`).
+    #[serde(default)]
+    pub enabled: bool,
+    /// How long one search for servers listens, in seconds.
+    #[serde(default = "default_browse_secs")]
+    pub browse_secs: u64,
+}
+
+fn default_browse_secs() -> u64 {
+    5
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection {
+            enabled: false,
+            browse_secs: default_browse_secs(),
+        }
+    }
 }
 
 /// Zero-touch enrollment for mass-deployed images. A systemd credential named
@@ -37,7 +66,9 @@ pub struct EnrollmentSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Base URL of the provisioning server, e.g. `https://provisioning.example:8443`.
-    pub url: String,
+    /// Leave it out to find the server by mDNS (`[discovery] enabled = true`).
+    #[serde(default)]
+    pub url: Option<String>,
     /// Extra CA certificate (PEM) to trust for the server, besides the system roots: the
     /// server's `tls/ca.pem` when it uses its own CA.
     #[serde(default)]
@@ -115,6 +146,19 @@ pub struct RecorderSection {
     pub status_command: Option<Vec<String>>,
 }
 
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            url: None,
+            ca_file: None,
+            connect_timeout_secs: default_connect_timeout_secs(),
+            request_timeout_secs: default_request_timeout_secs(),
+            proxy: None,
+            no_proxy: None,
+        }
+    }
+}
+
 fn default_connect_timeout_secs() -> u64 {
     10
 }
@@ -185,20 +229,24 @@ impl AgentConfig {
     /// Checks every value; the error lists all problems, each with its key.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        match reqwest::Url::parse(&self.server.url) {
-            Err(e) => problems.push(format!(
-                "[server] url = {:?} is not a valid URL ({e}): use https://HOST:PORT",
-                self.server.url
+        match self.server.url.as_deref().map(|u| (u, reqwest::Url::parse(u))) {
+            None if !self.discovery.enabled => problems.push(
+                "[server] url is missing: set it to https://HOST:PORT, or set [discovery] enabled = true to find the server by mDNS".into(),
+            ),
+            None => {}
+            Some((raw, Err(e))) => problems.push(format!(
+                "[server] url = {raw:?} is not a valid URL ({e}): use https://HOST:PORT"
             )),
-            Ok(url) if url.scheme() != "https" => problems.push(format!(
-                "[server] url = {:?} must start with https:// (the agent only talks TLS)",
-                self.server.url
+            Some((raw, Ok(url))) if url.scheme() != "https" => problems.push(format!(
+                "[server] url = {raw:?} must start with https:// (the agent only talks TLS)"
             )),
-            Ok(url) if url.host_str().is_none() => problems.push(format!(
-                "[server] url = {:?} has no host: use https://HOST:PORT",
-                self.server.url
+            Some((raw, Ok(url))) if url.host_str().is_none() => problems.push(format!(
+                "[server] url = {raw:?} has no host: use https://HOST:PORT"
             )),
-            Ok(_) => {}
+            Some(_) => {}
+        }
+        if !(1..=60).contains(&self.discovery.browse_secs) {
+            problems.push("[discovery] browse_secs must be from 1 to 60".into());
         }
         if let Some(proxy) = &self.server.proxy {
             match reqwest::Url::parse(proxy) {

@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Credential, ServerClient};
+use crate::client::{CallError, Credential, Endpoint, ServerClient};
 use crate::config::AgentConfig;
 use crate::control::{self, Command, Request, Response, Status};
 use crate::identity;
@@ -40,8 +40,10 @@ pub struct Agent {
     pub(crate) state: State,
     /// Loaded while enrolled.
     pub(crate) key: Option<KeyPair>,
-    /// Without a client certificate: for enrollment.
-    pub(crate) anonymous: ServerClient,
+    /// Where the server is: from `[server] url`, or found by mDNS.
+    pub(crate) endpoint: Option<Endpoint>,
+    /// Without a client certificate: for enrollment. None until the server is known.
+    pub(crate) anonymous: Option<ServerClient>,
     /// With the recorder's certificate: for heartbeats and renewal.
     pub(crate) authenticated: Option<ServerClient>,
     pub(crate) backoff: Backoff,
@@ -67,14 +69,15 @@ impl Agent {
         let state_file = StateFile::new(&config.agent.state_dir);
         state_file.prepare()?;
         let state = state_file.load()?;
-        let anonymous = ServerClient::new(&config.server, None)?;
+        let endpoint = config.server.url.as_deref().map(Endpoint::configured);
         let backoff = Backoff::new(Duration::from_secs(config.agent.max_backoff_secs));
         let mut agent = Agent {
             config,
             state_file,
             state,
             key: None,
-            anonymous,
+            endpoint,
+            anonymous: None,
             authenticated: None,
             backoff,
             next_beat: None,
@@ -107,7 +110,6 @@ impl Agent {
             match key {
                 Some(key) => {
                     agent.key = Some(key);
-                    agent.rebuild_authenticated()?;
                     agent.next_beat = Some(Instant::now());
                 }
                 None => {
@@ -119,6 +121,7 @@ impl Agent {
                 }
             }
         }
+        agent.rebuild_clients()?;
         agent.look_for_provisioned_code();
         Ok(agent)
     }
@@ -156,18 +159,81 @@ impl Agent {
         self.next_beat = Some(Instant::now());
     }
 
-    pub(crate) fn rebuild_authenticated(&mut self) -> Result<(), crate::client::ClientSetupError> {
-        self.authenticated = match (&self.state.enrollment, &self.key) {
-            (Some(enrollment), Some(key)) => Some(ServerClient::new(
-                &self.config.server,
-                Some(Credential {
-                    certificate_pem: &enrollment.certificate_pem,
-                    key_pem: &key.serialize_pem(),
-                }),
-            )?),
-            _ => None,
-        };
+    /// Rebuilds both HTTP clients for the current config, endpoint and credential.
+    pub(crate) fn rebuild_clients(&mut self) -> Result<(), crate::client::ClientSetupError> {
+        let (anonymous, authenticated) = build_clients(
+            &self.config,
+            self.endpoint.as_ref(),
+            self.state.enrollment.as_ref(),
+            self.key.as_ref(),
+        )?;
+        self.anonymous = anonymous;
+        self.authenticated = authenticated;
         Ok(())
+    }
+
+    /// The server URL in use, for messages and status.
+    pub(crate) fn server_url(&self) -> &str {
+        match &self.endpoint {
+            Some(endpoint) => &endpoint.url,
+            None => "(not found yet: looking by mDNS)",
+        }
+    }
+
+    /// Makes sure a server is known: the configured one, or one found by mDNS whose TLS
+    /// certificate verifies against the configured CA or the system roots. Discovery only
+    /// says where; an untrusted answer is skipped.
+    pub(crate) async fn ensure_server(&mut self) -> Result<(), CallError> {
+        if self.endpoint.is_some() {
+            return Ok(());
+        }
+        if !self.config.discovery.enabled {
+            return Err(CallError::Unreachable("no [server] url configured".into()));
+        }
+        let wait = Duration::from_secs(self.config.discovery.browse_secs);
+        let found = crate::discovery::find_servers(wait)
+            .await
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        for server in found {
+            let endpoint = server.server_endpoint();
+            let Ok(client) = ServerClient::new(&self.config.server, &endpoint, None) else {
+                continue;
+            };
+            match client.health().await {
+                Ok(()) => {
+                    crate::agent_log!(
+                        self,
+                        log::Level::Info,
+                        "found provisioning server {} at {:?} by mDNS; its TLS certificate verifies",
+                        endpoint.url,
+                        server.addresses
+                    );
+                    self.endpoint = Some(endpoint);
+                    self.rebuild_clients()
+                        .map_err(|e| CallError::Tls(e.to_string()))?;
+                    return Ok(());
+                }
+                Err(e) => crate::agent_log!(
+                    self,
+                    log::Level::Warn,
+                    "ignoring provisioning server {} announced by mDNS: {e}",
+                    server.instance
+                ),
+            }
+        }
+        Err(CallError::Unreachable(
+            "no trusted provisioning server found by mDNS".into(),
+        ))
+    }
+
+    /// After losing a server that mDNS found, look again next time (its address may have
+    /// changed); a configured URL stays.
+    pub(crate) fn forget_discovered_server(&mut self) {
+        if self.config.server.url.is_none() && self.endpoint.is_some() {
+            self.endpoint = None;
+            self.anonymous = None;
+            self.authenticated = None;
+        }
     }
 
     /// Tells the server this recorder is stopping on purpose, so it shows offline at once
@@ -201,7 +267,7 @@ impl Agent {
         crate::logging::LogFields {
             recorder_id: enrollment.map(|e| e.recorder_id.as_str()),
             account_id: enrollment.map(|e| e.account.id.as_str()),
-            server: &self.config.server.url,
+            server: self.server_url(),
         }
     }
 
@@ -253,7 +319,7 @@ impl Agent {
                 .map(|e| e.recorder_id.clone())
                 .or_else(|| self.state.revoked.as_ref().map(|r| r.recorder_id.clone())),
             account: enrollment.map(|e| e.account.clone()),
-            server: self.config.server.url.clone(),
+            server: self.server_url().to_string(),
             last_heartbeat: self.last_heartbeat.map(rfc3339),
             certificate_expires: enrollment.map(|e| rfc3339(e.certificate_expires)),
             renew_at: enrollment.map(|e| rfc3339(e.renew_at)),
@@ -327,43 +393,50 @@ impl Agent {
     }
 
     fn reload(&mut self, path: &Path) {
-        match AgentConfig::load(path) {
+        let config = match AgentConfig::load(path) {
+            Ok(config) => config,
+            Err(e) => {
+                crate::agent_log!(
+                    self,
+                    log::Level::Error,
+                    "SIGHUP: keeping the running configuration: {e}"
+                );
+                return;
+            }
+        };
+        let endpoint = match config.server.url.as_deref() {
+            Some(url) => Some(Endpoint::configured(url)),
+            None if config.discovery.enabled => self
+                .endpoint
+                .clone()
+                .filter(|_| self.config.server.url.is_none()),
+            None => None,
+        };
+        match build_clients(
+            &config,
+            endpoint.as_ref(),
+            self.state.enrollment.as_ref(),
+            self.key.as_ref(),
+        ) {
             Err(e) => crate::agent_log!(
                 self,
                 log::Level::Error,
                 "SIGHUP: keeping the running configuration: {e}"
             ),
-            Ok(config) => match ServerClient::new(&config.server, None) {
-                Err(e) => crate::agent_log!(
+            Ok((anonymous, authenticated)) => {
+                self.config = config;
+                self.endpoint = endpoint;
+                self.anonymous = anonymous;
+                self.authenticated = authenticated;
+                self.backoff =
+                    Backoff::new(Duration::from_secs(self.config.agent.max_backoff_secs));
+                crate::agent_log!(
                     self,
-                    log::Level::Error,
-                    "SIGHUP: keeping the running configuration: {e}"
-                ),
-                Ok(anonymous) => {
-                    let old = std::mem::replace(&mut self.config, config);
-                    self.anonymous = anonymous;
-                    if let Err(e) = self.rebuild_authenticated() {
-                        crate::agent_log!(
-                            self,
-                            log::Level::Error,
-                            "SIGHUP: keeping the running configuration: {e}"
-                        );
-                        self.config = old;
-                        self.anonymous = ServerClient::new(&self.config.server, None)
-                            .expect("the old configuration built before");
-                        let _ = self.rebuild_authenticated();
-                        return;
-                    }
-                    self.backoff =
-                        Backoff::new(Duration::from_secs(self.config.agent.max_backoff_secs));
-                    crate::agent_log!(
-                        self,
-                        log::Level::Info,
-                        "configuration reloaded from {}",
-                        path.display()
-                    );
-                }
-            },
+                    log::Level::Info,
+                    "configuration reloaded from {}",
+                    path.display()
+                );
+            }
         }
     }
 
@@ -375,6 +448,33 @@ impl Agent {
             *last = line;
         }
     }
+}
+
+type Clients = (Option<ServerClient>, Option<ServerClient>);
+
+/// The anonymous and the authenticated client for a config, endpoint and credential.
+fn build_clients(
+    config: &AgentConfig,
+    endpoint: Option<&Endpoint>,
+    enrollment: Option<&crate::state::Enrollment>,
+    key: Option<&KeyPair>,
+) -> Result<Clients, crate::client::ClientSetupError> {
+    let Some(endpoint) = endpoint else {
+        return Ok((None, None));
+    };
+    let anonymous = ServerClient::new(&config.server, endpoint, None)?;
+    let authenticated = match (enrollment, key) {
+        (Some(enrollment), Some(key)) => Some(ServerClient::new(
+            &config.server,
+            endpoint,
+            Some(Credential {
+                certificate_pem: &enrollment.certificate_pem,
+                key_pem: &key.serialize_pem(),
+            }),
+        )?),
+        _ => None,
+    };
+    Ok((Some(anonymous), authenticated))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Returns once the loop has stopped cleanly.
@@ -401,13 +501,27 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
         log::Level::Info,
         "contera-agent {} started; server {}; {line}",
         env!("CARGO_PKG_VERSION"),
-        agent.config.server.url
+        agent.server_url()
     );
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&line),
     ]);
     let mut last_status = line;
+
+    let mut announced = agent.state.enrollment.is_some();
+    let mut announcer = if agent.config.discovery.enabled {
+        let hw = crate::hardware::detect(&agent.config.recorder);
+        match crate::discovery::Announcer::start(&hw.serial, &hw.model, announced) {
+            Ok(announcer) => Some(announcer),
+            Err(e) => {
+                crate::agent_log!(agent, log::Level::Warn, "mDNS announcement failed: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     loop {
         let beat_at = agent.next_beat.map(tokio::time::Instant::from_std);
@@ -432,6 +546,15 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
         }
         agent.pet_watchdog();
         agent.notify_status(&mut last_status);
+        let enrolled = agent.state.enrollment.is_some();
+        if enrolled != announced {
+            if let Some(announcer) = announcer.as_mut() {
+                if let Err(e) = announcer.announce(enrolled) {
+                    crate::agent_log!(agent, log::Level::Warn, "mDNS announcement failed: {e}");
+                }
+            }
+            announced = enrolled;
+        }
     }
 
     crate::agent_log!(agent, log::Level::Info, "stopping");
@@ -441,6 +564,9 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
     ]);
     shutdown.cancel();
     agent.say_goodbye().await;
+    if let Some(announcer) = announcer {
+        let _ = tokio::task::spawn_blocking(move || announcer.stop()).await;
+    }
     let _ = control_task.await;
     let _ = std::fs::remove_file(&socket_path);
     Ok(())

@@ -103,9 +103,18 @@ impl Agent {
             log::Level::Info,
             "enrolling with code {}-… at {}",
             code.public_id(),
-            self.config.server.url
+            self.server_url()
         );
-        let response = match self.anonymous.enroll(&request).await {
+        if let Err(e) = self.ensure_server().await {
+            let (kind, message) = describe(&e, self.server_url());
+            return Err(EnrollFailure {
+                kind,
+                message,
+                transient: e.is_transient(),
+            });
+        }
+        let anonymous = self.anonymous.clone().expect("ensure_server built it");
+        let response = match anonymous.enroll(&request).await {
             Ok(response) => response,
             Err(e) if e.is_revoked() => {
                 // This key was revoked: only a new key can enroll again.
@@ -120,7 +129,7 @@ impl Agent {
                 });
             }
             Err(e) => {
-                let (kind, message) = describe(&e, &self.config.server.url);
+                let (kind, message) = describe(&e, self.server_url());
                 crate::agent_log!(self, log::Level::Warn, "enrollment failed: {message}");
                 return Err(EnrollFailure {
                     kind,
@@ -135,7 +144,7 @@ impl Agent {
         next.enrollment = Some(Enrollment {
             recorder_id: response.recorder_id.clone(),
             account: response.account.clone(),
-            server_url: self.config.server.url.clone(),
+            server_url: self.server_url().to_string(),
             certificate_pem: response.certificate_pem,
             ca_chain_pem: response.ca_chain_pem,
             certificate_not_before: validity.not_before,
@@ -157,7 +166,7 @@ impl Agent {
         }
         let old_key = self.key.replace(key);
         let old_state = std::mem::replace(&mut self.state, next);
-        if let Err(e) = self.rebuild_authenticated() {
+        if let Err(e) = self.rebuild_clients() {
             self.key = old_key;
             self.state = old_state;
             return Err(internal(&e));

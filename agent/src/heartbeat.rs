@@ -29,6 +29,10 @@ impl Agent {
             return;
         }
         self.pet_watchdog();
+        if let Err(e) = self.ensure_server().await {
+            self.heartbeat_failed(&e);
+            return;
+        }
         let Some(client) = self.authenticated.clone() else {
             self.next_beat = None;
             return;
@@ -91,11 +95,14 @@ impl Agent {
     }
 
     fn heartbeat_failed(&mut self, e: &CallError) {
+        if matches!(e, CallError::Unreachable(_)) {
+            self.forget_discovered_server();
+        }
         let wait = match e.retry_after() {
             Some(after) => retry::after_retry_after(after, rand::random()),
             None => self.backoff.next_delay(),
         };
-        let (_, message) = describe(e, &self.config.server.url);
+        let (_, message) = describe(e, self.server_url());
         crate::agent_log!(
             self,
             log::Level::Warn,
@@ -193,7 +200,7 @@ impl Agent {
             )
         })?;
         self.state = next;
-        if let Err(e) = self.rebuild_authenticated() {
+        if let Err(e) = self.rebuild_clients() {
             crate::agent_log!(self, log::Level::Error, "renewal: {e}");
             return Err(());
         }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod discovery;
 pub mod enroll;
 pub mod hardware;
 pub mod heartbeat;

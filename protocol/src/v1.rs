@@ -151,3 +151,10 @@ pub struct GoodbyeRequest {
     /// Why: `shutdown` (SIGTERM), `unenroll`, … Free text for the record.
     pub reason: String,
 }
+
+/// mDNS service type a provisioning server announces (RFC 6763 limits the name to 15
+/// characters). TXT: `tls_name` (the name its certificate carries), `path`, `version`.
+pub const SERVER_SERVICE_TYPE: &str = "_contera-prov._tcp.local.";
+/// mDNS service type a recorder's agent announces. TXT: `serial`, `model`, `version`,
+/// `enrolled` (`yes`/`no`); never the account or any secret.
+pub const RECORDER_SERVICE_TYPE: &str = "_contera-nvr._tcp.local.";

@@ -40,6 +40,18 @@ pub struct ServerConfig {
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
+    #[serde(default)]
+    pub mdns: MdnsSection,
+}
+
+/// mDNS announcement of this server on the local network.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdnsSection {
+    /// Announce `_contera-prov._tcp.local.` so agents without a configured URL find this
+    /// server (they still verify its TLS certificate).
+    #[serde(default)]
+    pub advertise: bool,
 }
 
 fn default_data_dir() -> PathBuf {

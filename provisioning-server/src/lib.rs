@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client_auth;
 pub mod config;
 pub mod files;
+pub mod mdns;
 pub mod recorders;
 pub mod serve;
 pub mod store;

@@ -36,7 +36,10 @@ pub fn certificate_names(config: &ServerConfig, listen: SocketAddr) -> Vec<Strin
     ];
     if listen.ip().is_unspecified() {
         if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-            names.push(host.trim().to_string());
+            let host = host.trim().to_string();
+            // mDNS answers carry host.local.; agents may use either name.
+            names.push(format!("{host}.local"));
+            names.push(host);
         }
     } else {
         names.push(listen.ip().to_string());
@@ -117,6 +120,26 @@ pub async fn launch(
         shutdown.clone(),
     ));
 
+    let advertisement = if config.mdns.advertise {
+        // The name agents should verify: an explicit server name, else the listen address
+        // (always in the certificate), else the host name.
+        let names = certificate_names(&config, local);
+        let tls_name = config
+            .server_names
+            .first()
+            .cloned()
+            .or_else(|| (!local.ip().is_unspecified()).then(|| local.ip().to_string()))
+            .unwrap_or_else(|| names.last().cloned().unwrap_or_else(|| "localhost".into()));
+        match crate::mdns::Advertisement::start(local, &tls_name) {
+            Ok(ad) => Some(ad),
+            Err(e) => {
+                log::warn!("mDNS announcement failed: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     log::info!("listening on https://{local}");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -182,6 +205,9 @@ pub async fn launch(
         log::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
     flusher.await.ok();
+    if let Some(ad) = advertisement {
+        let _ = tokio::task::spawn_blocking(move || ad.stop()).await;
+    }
     // Heartbeats that arrived while connections drained are written too.
     if let Err(e) = state
         .recorders

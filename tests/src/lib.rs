@@ -61,6 +61,8 @@ fn text(bytes: &[u8]) -> String {
 pub struct Server {
     pub dir: TempDir,
     pub port: u16,
+    /// Network namespace and address it runs in; None: the host's loopback.
+    pub netns: Option<(String, String)>,
     pub heartbeat_interval_secs: u32,
     child: Option<Child>,
     pub log: PathBuf,
@@ -78,6 +80,7 @@ impl Server {
         let mut server = Server {
             dir,
             port: 0,
+            netns: None,
             heartbeat_interval_secs,
             child: None,
             log,
@@ -86,12 +89,43 @@ impl Server {
         server
     }
 
+    /// Starts a server inside network namespace `netns`, listening on `ip`.
+    pub fn start_in(netns: &str, ip: &str, extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let mut server = Server {
+            dir,
+            port: 0,
+            netns: Some((netns.to_string(), ip.to_string())),
+            heartbeat_interval_secs: 1,
+            child: None,
+            log,
+        };
+        server.spawn(0, extra_args);
+        server
+    }
+
+    /// A command for one of our binaries, inside the server's namespace if it has one.
+    fn command(&self, program: &Path) -> Command {
+        match &self.netns {
+            None => Command::new(program),
+            Some((ns, _)) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(program);
+                cmd
+            }
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
     pub fn url(&self) -> String {
-        format!("https://localhost:{}", self.port)
+        match &self.netns {
+            None => format!("https://localhost:{}", self.port),
+            Some((_, ip)) => format!("https://{ip}:{}", self.port),
+        }
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -104,12 +138,18 @@ impl Server {
             .append(true)
             .open(&self.log)
             .expect("server log");
-        let mut child = Command::new(bin("contera-provisioning"))
+        let listen_ip = self
+            .netns
+            .as_ref()
+            .map(|(_, ip)| ip.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let mut child = self
+            .command(&bin("contera-provisioning"))
             .arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("{listen_ip}:{port}"))
             .arg("--heartbeat-interval")
             .arg(self.heartbeat_interval_secs.to_string())
             .args(extra_args)
@@ -137,7 +177,8 @@ impl Server {
         let url = format!("{}/healthz", self.url());
         let ca = self.ca_file();
         wait_for(Duration::from_secs(30), "GET /healthz", || {
-            let out = Command::new("curl")
+            let out = self
+                .command(Path::new("curl"))
                 .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
                 .arg(&ca)
                 .arg(&url)
@@ -260,6 +301,8 @@ pub struct Agent {
     pub log: PathBuf,
     /// Extra environment for the daemon (e.g. `WATCHDOG_USEC`).
     pub env: Vec<(String, String)>,
+    /// Network namespace the daemon runs in; None: the host's.
+    pub netns: Option<String>,
 }
 
 impl Agent {
@@ -286,6 +329,7 @@ impl Agent {
             notifications: Arc::default(),
             log,
             env: Vec::new(),
+            netns: None,
         }
     }
 
@@ -330,7 +374,15 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new(bin("contera-agent"))
+        let mut command = match &self.netns {
+            None => Command::new(bin("contera-agent")),
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(bin("contera-agent"));
+                cmd
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config)
             .arg("run")
@@ -636,5 +688,98 @@ impl ConnectProxy {
 
     pub fn tunnels(&self) -> usize {
         self.targets.lock().unwrap().len()
+    }
+}
+
+/// Whether this process runs as root (network namespaces, mounts).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Two network namespaces joined by a veth pair, `10.234.0.1/24` in the first and
+/// `10.234.0.2/24` in the second: a site LAN of two hosts, private to the test. Deleted
+/// on drop (which removes the veth pair too).
+pub struct Lan {
+    pub a: String,
+    pub b: String,
+}
+
+impl Lan {
+    pub const A_IP: &'static str = "10.234.0.1";
+    pub const B_IP: &'static str = "10.234.0.2";
+
+    /// None (with the reason) when this machine cannot make namespaces.
+    pub fn create(tag: &str) -> Result<Lan, String> {
+        if !running_as_root() {
+            return Err("network namespaces need root".into());
+        }
+        let id = format!("ct{}{tag}", std::process::id());
+        let lan = Lan {
+            a: format!("{id}a"),
+            b: format!("{id}b"),
+        };
+        let ok = ip(&["netns", "add", &lan.a])
+            && ip(&["netns", "add", &lan.b])
+            && ip(&[
+                "link", "add", "va", "netns", &lan.a, "type", "veth", "peer", "name", "vb",
+                "netns", &lan.b,
+            ])
+            && ip(&[
+                "-n",
+                &lan.a,
+                "addr",
+                "add",
+                &format!("{}/24", Self::A_IP),
+                "dev",
+                "va",
+            ])
+            && ip(&[
+                "-n",
+                &lan.b,
+                "addr",
+                "add",
+                &format!("{}/24", Self::B_IP),
+                "dev",
+                "vb",
+            ])
+            && ip(&["-n", &lan.a, "link", "set", "lo", "up"])
+            && ip(&["-n", &lan.b, "link", "set", "lo", "up"])
+            && ip(&["-n", &lan.a, "link", "set", "va", "up"])
+            && ip(&["-n", &lan.b, "link", "set", "vb", "up"]);
+        if ok {
+            Ok(lan)
+        } else {
+            Err("`ip netns`/veth setup failed (is iproute2 installed?)".into())
+        }
+    }
+
+    /// Runs a command inside namespace `ns`.
+    pub fn exec(ns: &str, program: &Path, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("ip netns exec runs")
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.a]);
+        ip(&["netns", "del", &self.b]);
     }
 }
