@@ -57,6 +57,13 @@ pub enum Command {
     },
     /// Check the configuration file and exit (0 valid, 2 invalid)
     ValidateConfig,
+    /// Test hook: blocks the daemon's main loop (only when it runs with
+    /// CONTERA_AGENT_TEST_HOOKS=1), to prove the watchdog restarts a wedged daemon
+    #[command(hide = true)]
+    DebugFreeze {
+        #[arg(long, default_value_t = 30)]
+        secs: u64,
+    },
     /// Print a commented default configuration
     PrintDefaultConfig,
 }
@@ -92,6 +99,18 @@ pub async fn run(cli: Cli) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+            }
+        }
+        Command::DebugFreeze { secs } => {
+            let config = match load_config(&cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match control::call(&config.agent.control_socket, &Request::Freeze { secs }).await {
+                Ok(Response::Done) => ExitCode::SUCCESS,
+                Ok(Response::Failed { message, .. }) => fail(&message),
+                Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
+                Err(e) => fail(&e.to_string()),
             }
         }
         Command::ValidateConfig => match load_config(&cli.config) {
