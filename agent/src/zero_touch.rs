@@ -48,6 +48,9 @@ pub fn fingerprint(code: &RegistrationCode) -> String {
 
 fn read_code(path: &Path) -> Option<Result<RegistrationCode, String>> {
     match std::fs::read_to_string(path) {
+        // Empty means "no code": the packaged unit's SetCredential= fallback when no
+        // registration-code file was provisioned.
+        Ok(text) if text.trim().is_empty() => None,
         Ok(text) => Some(
             text.trim()
                 .parse::<RegistrationCode>()
@@ -173,6 +176,17 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_code_file_means_no_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registration-code");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(read_code(&path).is_none());
+        std::fs::write(&path, "ABCD").unwrap();
+        assert!(read_code(&path).unwrap().is_err());
+        assert!(read_code(&dir.path().join("missing")).is_none());
+    }
 
     #[test]
     fn fingerprint_is_stable_and_hides_the_code() {

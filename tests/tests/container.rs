@@ -165,7 +165,9 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
         ),
     );
 
-    ct.ok(&["systemctl", "start", "contera-agent"]);
+    // The package started the agent with its own config (mDNS, no URL); use ours.
+    assert_eq!(ct.show("ActiveState"), "active", "started on install");
+    ct.ok(&["systemctl", "restart", "contera-agent"]);
     assert_eq!(ct.show("ActiveState"), "active");
     assert_eq!(ct.show("StatusText"), "waiting for a registration code");
     let socket = ct.ok(&["stat", "-c", "%a %G", "/run/contera-agent/control.sock"]);
