@@ -265,9 +265,7 @@ fn fail(message: &str) -> ExitCode {
 
 /// Status read from the state file when the daemon is not running.
 fn offline_status(config: &AgentConfig) -> Status {
-    let state = StateFile::new(&config.agent.state_dir)
-        .load()
-        .unwrap_or_default();
+    let state = StateFile::new(&config.agent.state_dir).peek();
     let enrollment = state.enrollment.as_ref();
     Status {
         enrolled: enrollment.is_some(),

@@ -183,6 +183,9 @@ impl ServerClient {
         let http = http
             .tls_backend_preconfigured(tls)
             .connect_timeout(Duration::from_secs(server.connect_timeout_secs))
+            // The server closes connections idle for 60 s; drop ours first so a
+            // heartbeat never goes out on a connection the server just closed.
+            .pool_idle_timeout(Duration::from_secs(50))
             .timeout(Duration::from_secs(server.request_timeout_secs))
             .user_agent(concat!("contera-agent/", env!("CARGO_PKG_VERSION")))
             .build()?;

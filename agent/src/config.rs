@@ -261,6 +261,10 @@ impl AgentConfig {
             if ca.as_os_str().is_empty() {
                 problems
                     .push("[server] ca_file is empty: remove the key or name a PEM file".into());
+            } else if let Err(e) = std::fs::File::open(ca) {
+                problems.push(format!(
+                    "[server] ca_file = {ca:?} cannot be read ({e}): copy the server's tls/ca.pem there, readable by the agent"
+                ));
             }
         }
         if !(1..=300).contains(&self.server.connect_timeout_secs) {
@@ -357,6 +361,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_config_error() {
+        let err = parse("[server]\nurl = \"https://h:1\"\nca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[server] ca_file") && err.contains("cannot be read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_without_url_needs_discovery() {
+        let err = parse("[agent]\nlog_level = \"info\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[server] url is missing"), "{err}");
+        parse("[discovery]\nenabled = true\n").unwrap();
     }
 
     #[test]

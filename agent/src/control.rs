@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// Longest request line accepted, in bytes.
 const MAX_REQUEST_BYTES: u64 = 4096;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Enroll {
@@ -29,6 +29,22 @@ pub enum Request {
         secs: u64,
     },
 }
+
+/// Never prints the code: requests may end up in a debug log.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Enroll { .. } => f.write_str("Enroll { code: *** }"),
+            Request::Status => f.write_str("Status"),
+            Request::Unenroll => f.write_str("Unenroll"),
+            Request::Freeze { secs } => write!(f, "Freeze {{ secs: {secs} }}"),
+        }
+    }
+}
+
+/// How long the CLI waits for the daemon: an enrollment may take a connect timeout plus
+/// a request timeout, and a daemon silent for longer than this is wedged.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -203,10 +219,20 @@ pub async fn call(path: &Path, request: &Request) -> Result<Response, ControlErr
     line.push(b'\n');
     write.write_all(&line).await.map_err(io_err)?;
     let mut answer = String::new();
-    BufReader::new(read)
-        .read_line(&mut answer)
-        .await
-        .map_err(io_err)?;
+    match tokio::time::timeout(CALL_TIMEOUT, BufReader::new(read).read_line(&mut answer)).await {
+        Ok(result) => {
+            result.map_err(io_err)?;
+        }
+        Err(_) => {
+            return Err(ControlError::Io {
+                path: path.to_owned(),
+                message: format!(
+                    "the daemon did not answer within {} s; check `journalctl -u contera-agent`",
+                    CALL_TIMEOUT.as_secs()
+                ),
+            })
+        }
+    }
     serde_json::from_str(&answer).map_err(|e| ControlError::Io {
         path: path.to_owned(),
         message: format!("unreadable answer ({e})"),

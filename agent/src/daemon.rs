@@ -121,7 +121,25 @@ impl Agent {
                 }
             }
         }
-        agent.rebuild_clients()?;
+        if let Err(e) = agent.rebuild_clients() {
+            if !matches!(
+                e,
+                crate::client::ClientSetupError::Identity(_)
+                    | crate::client::ClientSetupError::Tls(_)
+            ) {
+                return Err(e.into());
+            }
+            // The stored certificate is unusable: start unenrolled rather than
+            // restart-looping; the key is kept, so enrolling again restores this recorder.
+            crate::agent_log!(
+                agent,
+                log::Level::Error,
+                "the stored certificate cannot be used ({e}); enter a registration code to enroll again (the recorder keeps its identity)"
+            );
+            agent.state.enrollment = None;
+            agent.next_beat = None;
+            agent.rebuild_clients()?;
+        }
         agent.look_for_provisioned_code();
         Ok(agent)
     }

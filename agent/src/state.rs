@@ -175,6 +175,18 @@ impl StateFile {
         }
     }
 
+    /// Reads the state without repairing anything (for `status` while the daemon is
+    /// down): a damaged file reads as "not enrolled" and is left for the daemon to handle.
+    pub fn peek(&self) -> State {
+        match read_state(&self.path()) {
+            Ok(Some(state)) => state,
+            _ => match read_state(&self.previous_path()) {
+                Ok(Some(state)) => state,
+                _ => State::default(),
+            },
+        }
+    }
+
     /// A temp file left by a crash mid-write is never the state; remove it.
     fn remove_stale_temp(&self) {
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));

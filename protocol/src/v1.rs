@@ -19,8 +19,8 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// The largest request body the server reads; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// `POST /api/v1/enroll`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /api/v1/enroll`. `Debug` hides the registration code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     /// As typed; the server normalises it the same way the agent does.
     pub registration_code: String,
@@ -28,6 +28,17 @@ pub struct EnrollRequest {
     pub csr_pem: String,
     pub hardware: Hardware,
     pub agent_version: String,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("registration_code", &"***")
+            .field("csr_pem", &self.csr_pem)
+            .field("hardware", &self.hardware)
+            .field("agent_version", &self.agent_version)
+            .finish()
+    }
 }
 
 /// What the recorder says it is. Informational: the recorder's identity is its key.

@@ -89,3 +89,11 @@ fn goodbye_fixture_round_trips() {
     let req: GoodbyeRequest = round_trip("goodbye_request.json");
     assert_eq!(req.reason, "shutdown");
 }
+
+#[test]
+fn debug_output_of_an_enrollment_hides_the_code() {
+    let req: EnrollRequest = round_trip("enroll_request.json");
+    let debug = format!("{req:?}");
+    assert!(!debug.contains("2M9X"), "{debug}");
+    assert!(debug.contains("NVR-0001"));
+}

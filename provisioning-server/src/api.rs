@@ -162,6 +162,7 @@ impl From<RecorderError> for ApiError {
             RecorderError::UnknownCertificate => ErrorCode::Forbidden,
             RecorderError::Revoked => ErrorCode::Revoked,
             RecorderError::Conflict(_) => ErrorCode::Conflict,
+            RecorderError::RateLimited(secs) => return ApiError::rate_limited(*secs),
             RecorderError::Store(_) | RecorderError::Ca(_) => {
                 log::error!("request failed: {e}");
                 return ApiError::new(ErrorCode::Internal, "internal error; try again later");

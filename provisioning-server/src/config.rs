@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
+    /// Connections served at once; more wait to be accepted. Each recorder keeps one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default)]
     pub mdns: MdnsSection,
 }
@@ -71,6 +74,9 @@ fn default_expired_renewal_grace_days() -> u32 {
 }
 fn default_enroll_attempts_per_minute() -> u32 {
     60
+}
+fn default_max_connections() -> usize {
+    20_000
 }
 fn default_presence_flush_millis() -> u64 {
     1000
@@ -150,6 +156,9 @@ impl ServerConfig {
                 "presence_flush_millis = {}: use a value from 10 to 60000",
                 self.presence_flush_millis
             ));
+        }
+        if self.max_connections == 0 {
+            problems.push("max_connections = 0: use at least 1".into());
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir is empty: name a directory the server may write".into());

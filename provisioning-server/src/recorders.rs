@@ -40,6 +40,8 @@ pub enum RecorderError {
     CertificateExpired,
     #[error("{0}")]
     Conflict(String),
+    #[error("too many renewals for this recorder; retry in {0} s")]
+    RateLimited(u64),
     #[error(transparent)]
     Store(StoreError),
     #[error(transparent)]
@@ -92,9 +94,9 @@ impl PresenceBuffer {
             });
         entry.last_seen = now;
         entry.online_until = now + GRACE_INTERVALS * i64::from(interval);
-        if changed {
-            entry.status = Some(status);
-        }
+        // Unchanged since the last write: nothing to write, even if an intermediate
+        // status is pending.
+        entry.status = changed.then_some(status);
     }
 
     /// Writes everything pending in one transaction. On failure the batch is put back
@@ -149,6 +151,21 @@ pub struct Recorders {
     /// How long after expiry a certificate may still renew.
     pub expired_renewal_grace: Duration,
     pub presence: PresenceBuffer,
+    /// Renewals per recorder: each one signs, writes and audits, so a recorder (or a
+    /// stolen key) cannot grow the database without bound.
+    pub renew_limiter: RenewLimiter,
+}
+
+/// Per-recorder limit on renewals.
+pub type RenewLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Renewals allowed per recorder and hour (as a burst that refills over the hour).
+pub const RENEWALS_PER_HOUR: u32 = 12;
+
+pub fn renew_limiter() -> RenewLimiter {
+    governor::RateLimiter::keyed(governor::Quota::per_hour(
+        std::num::NonZeroU32::new(RENEWALS_PER_HOUR).expect("non-zero"),
+    ))
 }
 
 fn check_field(name: &str, value: &str, required: bool) -> Result<(), RecorderError> {
@@ -368,6 +385,11 @@ impl Recorders {
         req: RenewRequest,
     ) -> Result<RenewResponse, RecorderError> {
         let (recorder, _) = self.authenticate(cert, true).await?;
+        if let Err(not_until) = self.renew_limiter.check_key(&recorder.id) {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(RecorderError::RateLimited(wait.as_secs().max(1)));
+        }
         let key = ca::parse_csr(&req.csr_pem)?;
         let now = OffsetDateTime::now_utc();
         let issued = self

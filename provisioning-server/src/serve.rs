@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::WebPkiClientVerifier;
@@ -26,6 +26,10 @@ use crate::store::{SqliteStore, Store};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit without sending a request head. Longer than the
+/// heartbeat interval plus jitter, so agents keep their connection; agents drop idle
+/// pooled connections sooner than this.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The names the server certificate must carry for this configuration.
 pub fn certificate_names(config: &ServerConfig, listen: SocketAddr) -> Vec<String> {
@@ -109,6 +113,7 @@ pub async fn launch(
             certificate_lifetime: config.certificate_lifetime(),
             expired_renewal_grace: time::Duration::seconds(grace_secs as i64),
             presence: PresenceBuffer::default(),
+            renew_limiter: crate::recorders::renew_limiter(),
         },
         config.enroll_attempts_per_minute,
     ));
@@ -146,7 +151,14 @@ pub async fn launch(
         sd_notify::NotifyState::Status(&format!("serving on {local}")),
     ]);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     loop {
+        // At most max_connections at once: past that, new ones wait in the accept queue
+        // instead of exhausting file descriptors.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+        };
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -162,6 +174,7 @@ pub async fn launch(
         let router = router.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             {
                 Ok(Ok(tls)) => tls,
@@ -188,7 +201,18 @@ pub async fn launch(
                     router.clone().oneshot(req)
                 },
             );
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A connection that sends no complete request head for this long (a stalled
+            // client, or an idle keep-alive) is closed; HTTP/2 peers must answer pings.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(IDLE_TIMEOUT / 2)
+                .keep_alive_timeout(Duration::from_secs(20));
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 log::debug!("connection with {peer} ended: {e}");
@@ -240,6 +264,7 @@ async fn flush_presence(state: Arc<AppState>, every: Duration, shutdown: Cancell
             );
         }
         state.enroll_limiter.retain_recent();
+        state.recorders.renew_limiter.retain_recent();
         if stopping {
             return;
         }

@@ -783,3 +783,10 @@ impl Drop for Lan {
         ip(&["netns", "del", &self.b]);
     }
 }
+
+/// Reports a skipped test where it is seen: straight to stderr, which the test runner
+/// does not capture (unlike `eprintln!`), so a skip is never mistaken for a pass.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+}

@@ -51,9 +51,16 @@ fn missing_tools() -> Option<String> {
     if !running_as_root() {
         return Some("needs root".into());
     }
-    for tool in ["/usr/sbin/avahi-daemon", "/usr/bin/avahi-browse", "/usr/bin/avahi-publish", "/usr/bin/dbus-daemon"] {
+    for tool in [
+        "/usr/sbin/avahi-daemon",
+        "/usr/bin/avahi-browse",
+        "/usr/bin/avahi-publish",
+        "/usr/bin/dbus-daemon",
+    ] {
         if !Path::new(tool).exists() {
-            return Some(format!("{tool} is missing (apt-get install avahi-daemon avahi-utils dbus)"));
+            return Some(format!(
+                "{tool} is missing (apt-get install avahi-daemon avahi-utils dbus)"
+            ));
         }
     }
     None
@@ -62,13 +69,13 @@ fn missing_tools() -> Option<String> {
 #[test]
 fn avahi_sees_the_recorder_and_the_agent_sees_avahi_services() {
     if let Some(why) = missing_tools() {
-        eprintln!("SKIPPED Avahi test: {why}");
+        skip("Avahi test", &why);
         return;
     }
     let lan = match Lan::create("v") {
         Ok(lan) => lan,
         Err(why) => {
-            eprintln!("SKIPPED Avahi test: {why}");
+            skip("Avahi test", &why);
             return;
         }
     };
@@ -80,7 +87,19 @@ fn avahi_sees_the_recorder_and_the_agent_sees_avahi_services() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut avahi = Command::new("ip")
-        .args(["netns", "exec", &lan.a, "unshare", "--mount", "--propagation", "private", "bash", "-c", SCRIPT, "avahi"])
+        .args([
+            "netns",
+            "exec",
+            &lan.a,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            SCRIPT,
+            "avahi",
+        ])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("avahi.log")).unwrap())
@@ -106,7 +125,11 @@ fn avahi_sees_the_recorder_and_the_agent_sees_avahi_services() {
 
     let agent_bin = bin("contera-agent");
     let listing: Value = wait_for(WAIT, "the Avahi-published server in discover", || {
-        let out = Lan::exec(&lan.b, &agent_bin, &["discover", "--timeout", "3", "--json"]);
+        let out = Lan::exec(
+            &lan.b,
+            &agent_bin,
+            &["discover", "--timeout", "3", "--json"],
+        );
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
         v["servers"]
             .as_array()?
@@ -122,7 +145,11 @@ fn avahi_sees_the_recorder_and_the_agent_sees_avahi_services() {
         .unwrap();
     assert_eq!(published["port"], 8443);
     assert_eq!(published["txt"]["tls_name"], "avahi.test");
-    assert!(published["addresses"].as_array().unwrap().iter().any(|a| a == Lan::A_IP));
+    assert!(published["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == Lan::A_IP));
 
     std::fs::write(dir.path().join("done"), b"").unwrap();
     let _ = avahi.wait();

@@ -201,7 +201,9 @@ fn a_client_certificate_from_another_ca_is_refused_in_the_handshake() {
         Some((&dir.path().join("c.pem"), &dir.path().join("c.key"))),
     );
     match result {
-        Err((exit, stderr)) => assert_ne!(exit, 0, "{stderr}"),
+        // 35: TLS handshake failed; 56: the server's alert arrived as a receive failure
+        // (TLS 1.3 checks the client certificate after the client thinks it is done).
+        Err((exit, stderr)) => assert!(matches!(exit, 35 | 56), "curl exit {exit}: {stderr}"),
         Ok((status, body)) => panic!("a foreign certificate got an HTTP answer: {status} {body}"),
     }
 }

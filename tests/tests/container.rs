@@ -28,7 +28,13 @@ impl Container {
         let nspawn = Command::new("systemd-nspawn")
             .arg("-D")
             .arg(root)
-            .args(["--ephemeral", "-b", "--register=no", "--keep-unit", "--console=pipe"])
+            .args([
+                "--ephemeral",
+                "-b",
+                "--register=no",
+                "--keep-unit",
+                "--console=pipe",
+            ])
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
             .arg(format!("--bind-ro={}:/debs", debs.display()))
             .stdin(Stdio::null())
@@ -44,7 +50,9 @@ impl Container {
         };
         // The container's init is the child of nspawn whose innermost NSpid is 1.
         container.leader = wait_for(WAIT, "the container's init", || {
-            let children = std::fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children")).ok()?;
+            let children =
+                std::fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children"))
+                    .ok()?;
             children.split_whitespace().find_map(|c| {
                 let status = std::fs::read_to_string(format!("/proc/{c}/status")).ok()?;
                 let nspid = status.lines().find(|l| l.starts_with("NSpid:"))?;
@@ -80,17 +88,31 @@ impl Container {
 
     fn write(&self, path: &str, content: &str) {
         let mut child = Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-a", "sh", "-c", &format!("cat > {path}")])
+            .args([
+                "-t",
+                &self.leader.to_string(),
+                "-a",
+                "sh",
+                "-c",
+                &format!("cat > {path}"),
+            ])
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(content.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success());
     }
 
     fn show(&self, property: &str) -> String {
-        self.ok(&["systemctl", "show", "-P", property, "contera-agent"]).trim().to_string()
+        self.ok(&["systemctl", "show", "-P", property, "contera-agent"])
+            .trim()
+            .to_string()
     }
 }
 
@@ -105,7 +127,9 @@ impl Drop for Container {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("kill").args(["-TERM", &nspawn.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &nspawn.id().to_string()])
+                .status();
             let _ = nspawn.wait();
         }
         let _ = &self.log;
@@ -118,9 +142,14 @@ fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
     }
     let root = std::env::var_os("CONTERA_NSPAWN_ROOT")
         .map(PathBuf::from)
-        .ok_or("CONTERA_NSPAWN_ROOT is not set (scripts/make-nspawn-root.sh makes one; .ci/run sets it)")?;
+        .ok_or(
+        "CONTERA_NSPAWN_ROOT is not set (scripts/make-nspawn-root.sh makes one; .ci/run sets it)",
+    )?;
     if !root.join("lib/systemd/systemd").exists() {
-        return Err(format!("{} is not a Debian root with systemd", root.display()));
+        return Err(format!(
+            "{} is not a Debian root with systemd",
+            root.display()
+        ));
     }
     let debs = std::env::var_os("CONTERA_DEB_DIR")
         .map(PathBuf::from)
@@ -128,11 +157,19 @@ fn prerequisites() -> Result<(PathBuf, PathBuf), String> {
     let has_deb = std::fs::read_dir(&debs)
         .map_err(|e| format!("{}: {e}", debs.display()))?
         .filter_map(Result::ok)
-        .any(|e| e.file_name().to_string_lossy().starts_with("contera-agent_"));
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("contera-agent_")
+        });
     if !has_deb {
         return Err(format!("no contera-agent_*.deb in {}", debs.display()));
     }
-    if Command::new("systemd-nspawn").arg("--version").output().is_err() {
+    if Command::new("systemd-nspawn")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Err("systemd-nspawn is missing (apt-get install systemd-container)".into());
     }
     Ok((root, debs))
@@ -143,7 +180,7 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     let (root, debs) = match prerequisites() {
         Ok(p) => p,
         Err(why) => {
-            eprintln!("SKIPPED container test: {why}");
+            skip("container test", &why);
             return;
         }
     };
@@ -154,9 +191,15 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     let scratch = tempfile::tempdir().unwrap();
     let ct = Container::boot(&root, &lan.b, &debs, scratch.path().join("nspawn.log"));
     ct.ok(&["sh", "-c", "dpkg -i /debs/contera-agent_*.deb"]);
-    ct.write("/etc/contera/ca.pem", &std::fs::read_to_string(server.ca_file()).unwrap());
+    ct.write(
+        "/etc/contera/ca.pem",
+        &std::fs::read_to_string(server.ca_file()).unwrap(),
+    );
     let packaged = ct.ok(&["cat", "/etc/contera/agent.toml"]);
-    assert!(packaged.contains("[discovery]"), "the packaged config: {packaged}");
+    assert!(
+        packaged.contains("[discovery]"),
+        "the packaged config: {packaged}"
+    );
     ct.write(
         "/etc/contera/agent.toml",
         &format!(
@@ -174,9 +217,14 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     assert_eq!(socket.trim(), "660 contera-agent");
 
     let enrolled = ct.ok(&["contera-agent", "enroll", "--code", &code]);
-    assert!(enrolled.contains("joined the account \"Store 12\""), "{enrolled}");
+    assert!(
+        enrolled.contains("joined the account \"Store 12\""),
+        "{enrolled}"
+    );
     wait_for(WAIT, "an enrolled StatusText", || {
-        ct.show("StatusText").starts_with("enrolled in Store 12, last heartbeat").then_some(())
+        ct.show("StatusText")
+            .starts_with("enrolled in Store 12, last heartbeat")
+            .then_some(())
     });
     let recorder = wait_for(WAIT, "the recorder online", || {
         let list = server.recorders(Some(&account));
@@ -185,8 +233,19 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     });
     let recorder_id = recorder["id"].as_str().unwrap().to_string();
 
-    let journal = ct.ok(&["journalctl", "-b", "-u", "contera-agent", "-o", "json", "--no-pager"]);
-    let entries: Vec<Value> = journal.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let journal = ct.ok(&[
+        "journalctl",
+        "-b",
+        "-u",
+        "contera-agent",
+        "-o",
+        "json",
+        "--no-pager",
+    ]);
+    let entries: Vec<Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let with_fields = entries
         .iter()
         .find(|e| e["RECORDER_ID"] == recorder_id.as_str())
@@ -194,7 +253,10 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     assert_eq!(with_fields["ACCOUNT_ID"], account.as_str());
     assert_eq!(with_fields["SERVER"], server.url().as_str());
     assert_eq!(with_fields["SYSLOG_IDENTIFIER"], "contera-agent");
-    assert!(!journal.contains(&code.replace('-', "")[4..23]), "the code's secret is in the journal");
+    assert!(
+        !journal.contains(&code.replace('-', "")[4..23]),
+        "the code's secret is in the journal"
+    );
 
     // A wedged main loop: the watchdog fires and systemd restarts the service.
     ct.ok(&["mkdir", "-p", "/etc/systemd/system/contera-agent.service.d"]);
@@ -205,15 +267,26 @@ fn the_packaged_agent_runs_under_systemd_with_watchdog_journal_and_clean_stop() 
     ct.ok(&["systemctl", "daemon-reload"]);
     ct.ok(&["systemctl", "restart", "contera-agent"]);
     let restarts_before: u32 = ct.show("NRestarts").parse().unwrap();
-    let _ = ct.exec(&["timeout", "2", "contera-agent", "debug-freeze", "--secs", "30"]);
+    let _ = ct.exec(&[
+        "timeout",
+        "2",
+        "contera-agent",
+        "debug-freeze",
+        "--secs",
+        "30",
+    ]);
     wait_for(WAIT, "a watchdog restart", || {
         let restarts: u32 = ct.show("NRestarts").parse().ok()?;
         (restarts > restarts_before).then_some(())
     });
     let journal = ct.ok(&["journalctl", "-b", "-u", "contera-agent", "--no-pager"]);
-    assert!(journal.to_lowercase().contains("watchdog timeout"), "{journal}");
+    assert!(
+        journal.to_lowercase().contains("watchdog timeout"),
+        "{journal}"
+    );
     wait_for(WAIT, "active again, still enrolled", || {
-        (ct.show("ActiveState") == "active" && ct.show("StatusText").starts_with("enrolled in")).then_some(())
+        (ct.show("ActiveState") == "active" && ct.show("StatusText").starts_with("enrolled in"))
+            .then_some(())
     });
 
     // A clean stop: exit 0, and the server shows the recorder offline at once.

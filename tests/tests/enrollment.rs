@@ -153,6 +153,21 @@ fn a_new_key_claiming_an_existing_serial_is_a_possible_replacement() {
 }
 
 #[test]
+fn a_serial_in_another_account_is_never_named_as_replaced() {
+    let server = Server::start();
+    let (_, code_a) = server.create_account("Tenant A", "customer", None);
+    let (_, code_b) = server.create_account("Tenant B", "customer", None);
+    let first = Agent::start(&server, "SHARED-SERIAL");
+    let second = Agent::start(&server, "SHARED-SERIAL");
+    first.enroll(&code_a).unwrap();
+    let id_b = second.enroll(&code_b).unwrap()["recorder_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(server.recorder(&id_b)["replaces"], serde_json::Value::Null);
+}
+
+#[test]
 fn concurrent_enrollments_of_one_key_create_one_recorder() {
     let server = Server::start();
     let (account, code) = server.create_account("Store", "customer", None);

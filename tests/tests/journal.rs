@@ -64,7 +64,7 @@ fn can_run() -> Result<(), String> {
 #[test]
 fn journal_entries_carry_identity_fields_and_never_the_code() {
     if let Err(why) = can_run() {
-        eprintln!("SKIPPED journal test: {why}");
+        skip("journal test", &why);
         return;
     }
     let server = Server::start();

@@ -15,7 +15,7 @@ fn an_agent_without_a_url_finds_the_announced_server_and_discover_lists_both() {
     let lan = match Lan::create("m") {
         Ok(lan) => lan,
         Err(why) => {
-            eprintln!("SKIPPED mDNS test: {why}");
+            skip("mDNS test", &why);
             return;
         }
     };
@@ -96,7 +96,7 @@ fn an_announced_server_that_fails_tls_is_not_used() {
     let lan = match Lan::create("t") {
         Ok(lan) => lan,
         Err(why) => {
-            eprintln!("SKIPPED mDNS test: {why}");
+            skip("mDNS test", &why);
             return;
         }
     };

@@ -117,7 +117,7 @@ fn a_full_disk_leaves_the_old_state_intact_and_is_reported() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("SKIPPED full-disk test: mounting a small tmpfs needs root");
+        skip("full-disk test", "mounting a small tmpfs needs root");
         return;
     }
     let _mount = Mount(state_dir.clone());

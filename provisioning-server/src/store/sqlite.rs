@@ -278,10 +278,11 @@ impl Store for SqliteStore {
         let actor = format!("code:{}", r.code_public_id);
         let kind = if inserted {
             let replaces: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM recorders WHERE serial = ? AND id <> ? AND revoked_at IS NULL \
-                 ORDER BY enrolled_at DESC, id LIMIT 1",
+                "SELECT id FROM recorders WHERE serial = ? AND account_id = ? AND id <> ? \
+                 AND revoked_at IS NULL ORDER BY enrolled_at DESC, id LIMIT 1",
             )
             .bind(&r.serial)
+            .bind(&r.account_id)
             .bind(&r.new_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -489,12 +490,14 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE recorders SET last_seen = MAX(COALESCE(last_seen, 0), ?), \
                  online_until = CASE WHEN revoked_at IS NULL THEN ? ELSE NULL END, \
-                 offline_reason = NULL, status = COALESCE(?, status) WHERE id = ?",
+                 offline_reason = NULL, status = COALESCE(?, status) WHERE id = ? \
+                 AND NOT (offline_reason IS NOT NULL AND COALESCE(last_seen, 0) >= ?)",
             )
             .bind(p.last_seen)
             .bind(p.online_until)
             .bind(&p.status)
             .bind(&p.recorder_id)
+            .bind(p.last_seen)
             .execute(&mut *tx)
             .await?;
         }
