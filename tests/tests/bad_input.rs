@@ -201,9 +201,10 @@ fn a_client_certificate_from_another_ca_is_refused_in_the_handshake() {
         Some((&dir.path().join("c.pem"), &dir.path().join("c.key"))),
     );
     match result {
-        // 35: TLS handshake failed; 56: the server's alert arrived as a receive failure
-        // (TLS 1.3 checks the client certificate after the client thinks it is done).
-        Err((exit, stderr)) => assert!(matches!(exit, 35 | 56), "curl exit {exit}: {stderr}"),
+        // 35: handshake failed; 55/56: the server's alert or close arrived while sending or
+        // receiving (TLS 1.3 checks the client certificate after the client thinks the
+        // handshake is done). Not 58: curl loaded the certificate and key fine.
+        Err((exit, stderr)) => assert!(matches!(exit, 35 | 55 | 56), "curl exit {exit}: {stderr}"),
         Ok((status, body)) => panic!("a foreign certificate got an HTTP answer: {status} {body}"),
     }
 }
