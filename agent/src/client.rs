@@ -279,6 +279,25 @@ impl ServerClient {
     }
 }
 
+/// The rustls error inside `e`, also when wrapped in (nested) `io::Error`s, whose
+/// `source()` skips the error they carry.
+fn find_rustls(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t.clone());
+    }
+    let mut inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    loop {
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t.clone());
+        }
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            inner = io.get_ref()?;
+            continue;
+        }
+        return inner.source().and_then(find_rustls);
+    }
+}
+
 /// Turns a transport error into words a person can act on, looking through its causes
 /// for the TLS error underneath.
 fn classify_transport(err: &reqwest::Error) -> CallError {
@@ -290,16 +309,8 @@ fn classify_transport(err: &reqwest::Error) -> CallError {
             chain.push_str(": ");
         }
         chain.push_str(&e.to_string());
-        if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            tls = Some(t.clone());
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(t) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                tls = Some(t.clone());
-            }
+        if tls.is_none() {
+            tls = find_rustls(e);
         }
         source = e.source();
     }

@@ -374,14 +374,13 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let mut command = match &self.netns {
-            None => Command::new(bin("contera-agent")),
-            Some(ns) => {
-                let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns]).arg(bin("contera-agent"));
-                cmd
-            }
-        };
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
+        }
+        argv.push(bin("contera-agent").into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         let child = command
             .arg("--config")
             .arg(&self.config)
@@ -467,6 +466,15 @@ impl Agent {
         let mut answer = String::new();
         BufReader::new(stream).read_line(&mut answer).unwrap();
         answer
+    }
+
+    /// Sends a signal (e.g. `HUP`) to the daemon.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// The daemon's process id.
