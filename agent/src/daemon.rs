@@ -346,6 +346,20 @@ impl Agent {
         }
     }
 
+    /// Puts `next` (a state without enrollment) in force and forgets the key and
+    /// everything that used it: no more heartbeats until a new enrollment.
+    pub(crate) fn drop_credential(&mut self, next: State) {
+        self.state = next;
+        if let Err(e) = identity::delete_key(self.state_file.dir()) {
+            crate::agent_log!(self, log::Level::Error, "{e}");
+        }
+        self.key = None;
+        self.authenticated = None;
+        self.next_beat = None;
+        self.last_error = None;
+        self.last_heartbeat = None;
+    }
+
     /// Forgets the identity: state and key. The server keeps the recorder's row.
     pub(crate) fn unenroll(&mut self) -> Response {
         let was_enrolled = self.state.enrollment.is_some();
@@ -358,15 +372,7 @@ impl Agent {
                 message: format!("could not forget the identity: {e}"),
             };
         }
-        self.state = next;
-        if let Err(e) = identity::delete_key(self.state_file.dir()) {
-            crate::agent_log!(self, log::Level::Error, "{e}");
-        }
-        self.key = None;
-        self.authenticated = None;
-        self.next_beat = None;
-        self.last_error = None;
-        self.last_heartbeat = None;
+        self.drop_credential(next);
         crate::agent_log!(
             self,
             log::Level::Info,

@@ -139,14 +139,7 @@ impl Agent {
             crate::agent_log!(self, log::Level::Error, "{e}");
         }
         // In memory the credential is gone either way: no more heartbeats.
-        self.state = next;
-        if let Err(e) = identity::delete_key(self.state_file.dir()) {
-            crate::agent_log!(self, log::Level::Error, "{e}");
-        }
-        self.key = None;
-        self.authenticated = None;
-        self.next_beat = None;
-        self.last_error = None;
+        self.drop_credential(next);
     }
 
     /// Gets a new certificate for the same key. The old certificate stays in use until the

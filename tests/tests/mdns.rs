@@ -10,6 +10,33 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(40);
 
+/// A server in namespace A that announces itself by mDNS.
+fn announced_server(lan: &Lan) -> (tempfile::TempDir, Server) {
+    let cfg = tempfile::tempdir().unwrap();
+    let server_config = cfg.path().join("provisioning.toml");
+    std::fs::write(&server_config, "[mdns]\nadvertise = true\n").unwrap();
+    let server = Server::start_in(
+        &lan.a,
+        Lan::A_IP,
+        &["--config", server_config.to_str().unwrap()],
+    );
+    (cfg, server)
+}
+
+/// Takes the server URL out of an agent's config, turns mDNS discovery on, and puts the
+/// agent in namespace B.
+fn discover_from_b(agent: &mut Agent, lan: &Lan) {
+    let config = std::fs::read_to_string(&agent.config).unwrap();
+    let without_url: String = config
+        .lines()
+        .filter(|l| !l.starts_with("url = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let with_discovery = format!("{without_url}\n[discovery]\nenabled = true\nbrowse_secs = 3\n");
+    std::fs::write(&agent.config, with_discovery).unwrap();
+    agent.netns = Some(lan.b.clone());
+}
+
 #[test]
 fn an_agent_without_a_url_finds_the_announced_server_and_discover_lists_both() {
     let lan = match Lan::create("m") {
@@ -19,29 +46,11 @@ fn an_agent_without_a_url_finds_the_announced_server_and_discover_lists_both() {
             return;
         }
     };
-    let cfg = tempfile::tempdir().unwrap();
-    let server_config = cfg.path().join("provisioning.toml");
-    std::fs::write(&server_config, "[mdns]\nadvertise = true\n").unwrap();
-    let server = Server::start_in(
-        &lan.a,
-        Lan::A_IP,
-        &["--config", server_config.to_str().unwrap()],
-    );
+    let (_cfg, server) = announced_server(&lan);
     let (account, code) = server.create_account("Site LAN", "customer", None);
 
     let mut agent = Agent::configure(&server, "NVR-MDNS");
-    let config = std::fs::read_to_string(&agent.config).unwrap();
-    let without_url: String = config
-        .lines()
-        .filter(|l| !l.starts_with("url = "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(
-        &agent.config,
-        format!("{without_url}\n[discovery]\nenabled = true\nbrowse_secs = 3\n"),
-    )
-    .unwrap();
-    agent.netns = Some(lan.b.clone());
+    discover_from_b(&mut agent, &lan);
     agent.run();
 
     let joined = wait_for(WAIT, "enrollment through a discovered server", || {
@@ -100,30 +109,12 @@ fn an_announced_server_that_fails_tls_is_not_used() {
             return;
         }
     };
-    let cfg = tempfile::tempdir().unwrap();
-    let server_config = cfg.path().join("provisioning.toml");
-    std::fs::write(&server_config, "[mdns]\nadvertise = true\n").unwrap();
-    let server = Server::start_in(
-        &lan.a,
-        Lan::A_IP,
-        &["--config", server_config.to_str().unwrap()],
-    );
+    let (_cfg, server) = announced_server(&lan);
     let (_, code) = server.create_account("Site LAN", "customer", None);
     // The agent trusts another CA: the announced server cannot prove who it is.
     let other = Server::start();
     let mut agent = Agent::configure(&other, "NVR-MDNS-UNTRUSTED");
-    let config = std::fs::read_to_string(&agent.config).unwrap();
-    let without_url: String = config
-        .lines()
-        .filter(|l| !l.starts_with("url = "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(
-        &agent.config,
-        format!("{without_url}\n[discovery]\nenabled = true\nbrowse_secs = 3\n"),
-    )
-    .unwrap();
-    agent.netns = Some(lan.b.clone());
+    discover_from_b(&mut agent, &lan);
     agent.run();
     let (exit, message) = agent.enroll(&code).unwrap_err();
     assert_eq!(exit, 1);
