@@ -560,11 +560,20 @@ pub async fn run(config: AgentConfig, config_path: PathBuf) -> Result<(), StartE
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             Some((request, reply)) = commands.recv() => {
-                let response = agent.handle(request).await;
-                let _ = reply.send(response);
+                // A stop request does not wait for a slow server: the call is abandoned
+                // (every write it may have done is atomic) and the daemon stops.
+                tokio::select! {
+                    response = agent.handle(request) => { let _ = reply.send(response); }
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
             }
             _ = async { tokio::time::sleep_until(beat_at.expect("guarded")).await }, if beat_at.is_some() => {
-                agent.beat().await;
+                tokio::select! {
+                    _ = agent.beat() => {}
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                }
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {}
         }

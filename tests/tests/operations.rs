@@ -114,3 +114,53 @@ fn a_recorder_clock_in_the_past_is_reported_as_a_clock_problem_and_the_identity_
     });
     assert_eq!(agent.status()["recorder_id"], id.as_str());
 }
+
+#[test]
+fn a_stop_does_not_wait_for_a_server_that_never_answers() {
+    // A "server" that accepts connections and then says nothing, ever.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            held.push(stream);
+        }
+    });
+    let server = Server::start();
+    let mut agent = Agent::configure(&server, "NVR-BLACKHOLE");
+    let config = std::fs::read_to_string(&agent.config)
+        .unwrap()
+        .replace(&server.url(), &format!("https://localhost:{port}"))
+        .replace(
+            "[agent]\n",
+            "connect_timeout_secs = 120\nrequest_timeout_secs = 120\n\n[agent]\n",
+        );
+    std::fs::write(&agent.config, config).unwrap();
+    agent.run();
+    let (_, code) = server.create_account("Store", "customer", None);
+
+    let config = agent.config.clone();
+    let enroll = std::thread::spawn(move || {
+        std::process::Command::new(bin("contera-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(["enroll", "--code", &code])
+            .output()
+            .unwrap()
+    });
+    wait_for(WAIT, "the enrollment to be under way", || {
+        agent
+            .log_text()
+            .contains("enrolling with code")
+            .then_some(())
+    });
+    let asked = std::time::Instant::now();
+    assert_eq!(agent.stop(), Some(0), "a clean exit");
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "the stop waited {took:?} for the silent server"
+    );
+    let out = enroll.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
