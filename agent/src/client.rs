@@ -99,6 +99,9 @@ impl CallError {
 pub struct Endpoint {
     pub url: String,
     pub resolve: Option<(String, Vec<std::net::SocketAddr>)>,
+    /// Found by mDNS: trusted only through `[server] ca_file`, never the system roots,
+    /// since anyone on the LAN can announce a name they hold a public certificate for.
+    pub discovered: bool,
 }
 
 impl Endpoint {
@@ -106,6 +109,7 @@ impl Endpoint {
         Endpoint {
             url: url.to_string(),
             resolve: None,
+            discovered: false,
         }
     }
 }
@@ -123,12 +127,18 @@ pub struct ServerClient {
     http: reqwest::Client,
 }
 
-fn root_store(server: &ServerSection) -> Result<rustls::RootCertStore, ClientSetupError> {
+fn root_store(
+    server: &ServerSection,
+    endpoint: &Endpoint,
+) -> Result<rustls::RootCertStore, ClientSetupError> {
     let mut roots = rustls::RootCertStore::empty();
-    // System roots first; an unreadable system store only means fewer roots.
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
+    // System roots first (not for servers found by mDNS); an unreadable system store only
+    // means fewer roots.
+    if !endpoint.discovered {
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            let _ = roots.add(cert);
+        }
     }
     if let Some(path) = &server.ca_file {
         let pem = std::fs::read(path).map_err(|source| ClientSetupError::CaFile {
@@ -157,7 +167,7 @@ impl ServerClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(root_store(server)?);
+            .with_root_certificates(root_store(server, endpoint)?);
         let tls = match credential {
             None => builder.with_no_client_auth(),
             Some(cred) => {

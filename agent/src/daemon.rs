@@ -57,6 +57,8 @@ pub struct Agent {
     pub(crate) test_hooks: bool,
     /// A provisioned code waiting to be used (zero-touch).
     pub(crate) pending_code: Option<crate::zero_touch::PendingCode>,
+    /// Why state changes cannot be saved, when the state directory is not writable.
+    pub(crate) storage_problem: Option<String>,
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -65,9 +67,21 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 
 impl Agent {
     /// Loads state and key and builds the HTTP clients; nothing here needs the network.
-    pub fn start(config: AgentConfig) -> Result<Agent, StartError> {
+    pub fn start(mut config: AgentConfig) -> Result<Agent, StartError> {
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        clamp_to_watchdog(&mut config, watchdog);
         let state_file = StateFile::new(&config.agent.state_dir);
-        state_file.prepare()?;
+        // A state directory that exists but cannot be written (an SD card remounted
+        // read-only) is no reason to stop reporting: run on what can be read, and say so.
+        // One that cannot even be created is a setup error.
+        let storage_problem = match state_file.prepare() {
+            Ok(()) => None,
+            Err(e) if state_file.dir().is_dir() => {
+                log::error!("{e}; running on the state as it is, changes cannot be saved");
+                Some(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+        };
         let state = state_file.load()?;
         let endpoint = config.server.url.as_deref().map(Endpoint::configured);
         let backoff = Backoff::new(Duration::from_secs(config.agent.max_backoff_secs));
@@ -83,10 +97,11 @@ impl Agent {
             next_beat: None,
             last_heartbeat: None,
             last_error: None,
-            watchdog: sd_notify::watchdog_enabled().map(|d| d / 2),
+            watchdog,
             last_watchdog_ping: Instant::now(),
             test_hooks: std::env::var("CONTERA_AGENT_TEST_HOOKS").as_deref() == Ok("1"),
             pending_code: None,
+            storage_problem,
         };
         if agent.state.enrollment.is_some() {
             let key = match identity::load_key(agent.state_file.dir()) {
@@ -208,14 +223,29 @@ impl Agent {
         if !self.config.discovery.enabled {
             return Err(CallError::Unreachable("no [server] url configured".into()));
         }
+        if self.config.server.ca_file.is_none() {
+            return Err(CallError::Tls(
+                "a server found by mDNS is trusted only through [server] ca_file: set it to the server's tls/ca.pem (or set [server] url)".into(),
+            ));
+        }
         let wait = Duration::from_secs(self.config.discovery.browse_secs);
         let found = crate::discovery::find_servers(wait)
             .await
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         for server in found {
+            self.pet_watchdog();
             let endpoint = server.server_endpoint();
-            let Ok(client) = ServerClient::new(&self.config.server, &endpoint, None) else {
-                continue;
+            let client = match ServerClient::new(&self.config.server, &endpoint, None) {
+                Ok(client) => client,
+                Err(e) => {
+                    crate::agent_log!(
+                        self,
+                        log::Level::Warn,
+                        "ignoring provisioning server {}: {e}",
+                        server.instance
+                    );
+                    continue;
+                }
             };
             match client.health().await {
                 Ok(()) => {
@@ -239,6 +269,12 @@ impl Agent {
                 ),
             }
         }
+        crate::agent_log!(
+            self,
+            log::Level::Info,
+            "no trusted provisioning server found by mDNS within {} s",
+            wait.as_secs()
+        );
         Err(CallError::Unreachable(
             "no trusted provisioning server found by mDNS".into(),
         ))
@@ -291,6 +327,13 @@ impl Agent {
 
     /// Plain words for `STATUS=` and the `status` command.
     pub fn status_line(&self) -> String {
+        match &self.storage_problem {
+            Some(problem) => format!("{}; {problem}", self.activity_line()),
+            None => self.activity_line(),
+        }
+    }
+
+    fn activity_line(&self) -> String {
         if self.state.revoked.is_some() && self.state.enrollment.is_none() {
             return "revoked by the server: enter a new code".to_string();
         }
@@ -341,7 +384,10 @@ impl Agent {
             last_heartbeat: self.last_heartbeat.map(rfc3339),
             certificate_expires: enrollment.map(|e| rfc3339(e.certificate_expires)),
             renew_at: enrollment.map(|e| rfc3339(e.renew_at)),
-            last_error: self.last_error.clone(),
+            last_error: self
+                .last_error
+                .clone()
+                .or_else(|| self.storage_problem.clone()),
             daemon_running: true,
         }
     }
@@ -418,7 +464,10 @@ impl Agent {
 
     fn reload(&mut self, path: &Path) {
         let config = match AgentConfig::load(path) {
-            Ok(config) => config,
+            Ok(mut config) => {
+                clamp_to_watchdog(&mut config, self.watchdog);
+                config
+            }
             Err(e) => {
                 crate::agent_log!(
                     self,
@@ -475,6 +524,33 @@ impl Agent {
 }
 
 type Clients = (Option<ServerClient>, Option<ServerClient>);
+
+/// Under a watchdog, no single network call may outlast the ping period (half of
+/// WATCHDOG_USEC): the loop pings before each call, so a healthy agent waiting on a slow
+/// server is never taken for a wedged one.
+fn clamp_to_watchdog(config: &mut AgentConfig, ping_period: Option<Duration>) {
+    let Some(period) = ping_period else {
+        return;
+    };
+    let limit = period.as_secs().max(1);
+    for (key, value) in [
+        (
+            "connect_timeout_secs",
+            &mut config.server.connect_timeout_secs,
+        ),
+        (
+            "request_timeout_secs",
+            &mut config.server.request_timeout_secs,
+        ),
+    ] {
+        if *value > limit {
+            log::warn!(
+                "[server] {key} = {value} is longer than half the watchdog period; using {limit}"
+            );
+            *value = limit;
+        }
+    }
+}
 
 /// The anonymous and the authenticated client for a config, endpoint and credential.
 fn build_clients(

@@ -51,6 +51,7 @@ impl Found {
                     .map(|ip| SocketAddr::new(*ip, self.port))
                     .collect(),
             )),
+            discovered: true,
         }
     }
 }

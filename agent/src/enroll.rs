@@ -44,12 +44,12 @@ pub(crate) fn describe(e: &CallError, server: &str) -> (&'static str, String) {
     }
 }
 
-/// Why an enrollment did not happen, and whether trying again later may help.
+/// Why an enrollment did not happen: `kind` as in the control protocol (`rejected`,
+/// `revoked`, `unreachable`, `clock`, `tls`, `busy`, `internal`) and words for people.
 #[derive(Debug, Clone)]
 pub(crate) struct EnrollFailure {
     pub kind: &'static str,
     pub message: String,
-    pub transient: bool,
 }
 
 impl EnrollFailure {
@@ -57,7 +57,6 @@ impl EnrollFailure {
         EnrollFailure {
             kind,
             message: message.into(),
-            transient: false,
         }
     }
 }
@@ -77,6 +76,7 @@ impl Agent {
                     account,
                 }
             }
+            Err(f) if f.kind == "revoked" => failed("rejected", f.message),
             Err(f) => failed(f.kind, f.message),
         }
     }
@@ -105,15 +105,13 @@ impl Agent {
             code.public_id(),
             self.server_url()
         );
+        self.pet_watchdog();
         if let Err(e) = self.ensure_server().await {
             let (kind, message) = describe(&e, self.server_url());
-            return Err(EnrollFailure {
-                kind,
-                message,
-                transient: e.is_transient(),
-            });
+            return Err(EnrollFailure { kind, message });
         }
         let anonymous = self.anonymous.clone().expect("ensure_server built it");
+        self.pet_watchdog();
         let response = match anonymous.enroll(&request).await {
             Ok(response) => response,
             Err(e) if e.is_revoked() => {
@@ -123,19 +121,14 @@ impl Agent {
                 }
                 self.key = None;
                 return Err(EnrollFailure {
-                    kind: "rejected",
-                    message: "this recorder's key was revoked by an admin; a new key has been prepared: enter the code again".into(),
-                    transient: true,
+                    kind: "revoked",
+                    message: "this recorder's key was revoked by an admin; a new key has been prepared: enter the code again".into()
                 });
             }
             Err(e) => {
                 let (kind, message) = describe(&e, self.server_url());
                 crate::agent_log!(self, log::Level::Warn, "enrollment failed: {message}");
-                return Err(EnrollFailure {
-                    kind,
-                    message,
-                    transient: e.is_transient(),
-                });
+                return Err(EnrollFailure { kind, message });
             }
         };
         let validity = identity::check_certificate(&response.certificate_pem, &key)

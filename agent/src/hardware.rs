@@ -23,11 +23,24 @@ fn configured(value: &Option<String>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The machine's own serial: DMI product serial (readable by root), else the machine id.
+/// The machine's own serial: the DMI product serial (readable by root), else an id
+/// derived from the machine id. The machine id itself must not leave the machine
+/// (machine-id(5)), and the serial travels in mDNS announcements, so it is keyed like
+/// `sd_id128_get_machine_app_specific`: HMAC-SHA256 under the machine id.
 pub fn machine_serial() -> String {
     read_trimmed(Path::new("/sys/class/dmi/id/product_serial"))
-        .or_else(|| read_trimmed(Path::new("/etc/machine-id")))
+        .or_else(|| read_trimmed(Path::new("/etc/machine-id")).map(|id| app_specific_id(&id)))
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn app_specific_id(machine_id: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, machine_id.as_bytes());
+    let tag = ring::hmac::sign(&key, b"contera-agent recorder serial");
+    let hex: String = tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("mid-{hex}")
 }
 
 fn first_mac() -> Option<String> {
@@ -256,5 +269,11 @@ mod tests {
         let blank = detect(&RecorderSection::default());
         assert_eq!(blank.serial, machine_serial());
         assert!(!blank.serial.is_empty());
+        if let Ok(id) = fs::read_to_string("/etc/machine-id") {
+            assert!(
+                !blank.serial.contains(id.trim()),
+                "the machine id never leaves the machine"
+            );
+        }
     }
 }

@@ -22,6 +22,7 @@ impl Agent {
             self.zero_touch().await;
             return;
         };
+        self.pet_watchdog();
         if OffsetDateTime::now_utc() >= enrollment.renew_at
             && self.renew().await.is_err()
             && self.state.enrollment.is_none()
@@ -40,6 +41,7 @@ impl Agent {
         let request = HeartbeatRequest {
             status: hardware::status(&self.config.recorder).await,
         };
+        self.pet_watchdog();
         match client.heartbeat(&request).await {
             Ok(response) => {
                 if self.last_error.take().is_some() {
@@ -145,6 +147,7 @@ impl Agent {
     /// Gets a new certificate for the same key. The old certificate stays in use until the
     /// new one is safely stored.
     pub(crate) async fn renew(&mut self) -> Result<(), ()> {
+        self.pet_watchdog();
         let (Some(client), Some(key)) = (self.authenticated.clone(), self.key.as_ref()) else {
             return Err(());
         };

@@ -134,11 +134,11 @@ impl StateFile {
             Ok(Some(state)) => return Ok(state),
             Ok(None) => {}
             Err(ReadError::Io(source)) => {
-                return Err(StateError::Io {
-                    action: "read",
-                    path,
-                    source,
-                })
+                // A failing card: try the previous copy rather than give up.
+                log::error!(
+                    "cannot read {} ({source}); trying the previous copy",
+                    path.display()
+                );
             }
             Err(ReadError::Damaged(why)) => {
                 let broken = self.dir.join(format!("{STATE_FILE}.broken"));

@@ -150,12 +150,10 @@ impl Agent {
         };
         match self.enroll_code(&pending.code).await {
             Ok(_) => self.code_consumed(&pending.code),
-            Err(f) if f.transient => {
-                let wait = self.backoff.next_delay();
-                self.last_error = Some(f.message);
-                self.next_beat = Some(std::time::Instant::now() + wait);
-            }
-            Err(f) => {
+            // Only the server saying no to the code (or to this revoked key) ends the
+            // code's life. A wrong clock, an untrusted server, a full disk or an outage is
+            // retried: recorders without an RTC battery often boot with a wrong clock.
+            Err(f) if f.kind == "rejected" || f.kind == "revoked" => {
                 crate::agent_log!(
                     self,
                     log::Level::Error,
@@ -163,11 +161,28 @@ impl Agent {
                     pending.source,
                     f.message
                 );
+                if f.kind == "revoked" {
+                    // A provisioned code must never undo an admin's revocation.
+                    let mut next = self.state.clone();
+                    next.revoked = Some(crate::state::Revocation {
+                        recorder_id: String::new(),
+                        at: time::OffsetDateTime::now_utc(),
+                    });
+                    match self.state_file.save(&mut next) {
+                        Ok(()) => self.state = next,
+                        Err(e) => crate::agent_log!(self, log::Level::Error, "{e}"),
+                    }
+                }
                 // Not retried at every start: remembered like a used code.
                 self.code_consumed(&pending.code);
                 self.pending_code = None;
                 self.last_error = None;
                 self.next_beat = None;
+            }
+            Err(f) => {
+                let wait = self.backoff.next_delay();
+                self.last_error = Some(f.message);
+                self.next_beat = Some(std::time::Instant::now() + wait);
             }
         }
     }

@@ -150,6 +150,10 @@ fn every_shipped_config_parses_and_validates() {
         }
     }
     assert!(checked >= 1, "no agent config found in {}", dir.display());
+    // The config the .deb installs.
+    let packaged = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+    contera_agent::config::AgentConfig::load(&packaged)
+        .unwrap_or_else(|e| panic!("{}: {e}", packaged.display()));
     let out = Command::new(env!("CARGO_BIN_EXE_contera-agent"))
         .arg("print-default-config")
         .output()

@@ -337,7 +337,13 @@ fn load_or_create_ca(
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, common_name);
+    // A per-installation suffix keeps CAs of different servers apart by name, so a
+    // certificate from another server fails as "unknown issuer", not on its signature.
+    let suffix: String = rand::random::<[u8; 4]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dn.push(DnType::CommonName, format!("{common_name} {suffix}"));
     dn.push(DnType::OrganizationName, "Contera");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

@@ -116,11 +116,18 @@ fn an_announced_server_that_fails_tls_is_not_used() {
     let mut agent = Agent::configure(&other, "NVR-MDNS-UNTRUSTED");
     discover_from_b(&mut agent, &lan);
     agent.run();
-    let (exit, message) = agent.enroll(&code).unwrap_err();
-    assert_eq!(exit, 1);
-    assert!(
-        message.contains("no trusted provisioning server"),
-        "{message}"
-    );
+    // Each attempt listens for a few seconds; keep trying until the server was seen and
+    // refused for its certificate (not simply missed).
+    wait_for(WAIT, "the announced server to be seen and refused", || {
+        let (exit, message) = agent.enroll(&code).unwrap_err();
+        assert_eq!(exit, 1);
+        assert!(
+            message.contains("no trusted provisioning server"),
+            "{message}"
+        );
+        let log = agent.log_text();
+        (log.contains("ignoring provisioning server") && log.contains("invalid peer certificate"))
+            .then_some(())
+    });
     assert!(server.recorders(None).is_empty());
 }

@@ -155,3 +155,53 @@ fn a_full_disk_leaves_the_old_state_intact_and_is_reported() {
     assert_eq!(moved["account"]["name"], "Store B");
     agent.stop();
 }
+
+#[test]
+fn a_read_only_state_directory_keeps_the_recorder_reporting_and_says_so() {
+    let server = Server::start();
+    let (_, code) = server.create_account("Store", "customer", None);
+    let (mut agent, id) = enrolled_agent(&server, "NVR-RO", &code);
+    agent.kill();
+    let state_dir = agent.state_dir();
+    let bind = Command::new("mount")
+        .arg("--bind")
+        .arg(&state_dir)
+        .arg(&state_dir)
+        .status();
+    if !bind.map(|s| s.success()).unwrap_or(false) {
+        skip("read-only test", "bind mounts need root");
+        return;
+    }
+    let _mount = Mount(state_dir.clone());
+    let remounted = Command::new("mount")
+        .args(["-o", "remount,ro,bind"])
+        .arg(&state_dir)
+        .status()
+        .unwrap();
+    assert!(remounted.success());
+
+    agent.run();
+    let status = agent.status();
+    assert_eq!(
+        status["recorder_id"],
+        id.as_str(),
+        "the identity is read as it was"
+    );
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not writable")),
+        "{status}"
+    );
+    let seen = server.recorder(&id)["last_seen"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    wait_for(WAIT, "heartbeats from the read-only recorder", || {
+        (server.recorder(&id)["last_seen"].as_str().unwrap_or("") > seen.as_str()).then_some(())
+    });
+    assert!(agent
+        .last_status()
+        .is_some_and(|s| s.contains("not writable")));
+    agent.stop();
+}
