@@ -307,6 +307,17 @@ mod tests {
         }
     }
 
+    /// A state file with one enrolled state saved in it.
+    fn saved(dir: &Path) -> (StateFile, State) {
+        let file = StateFile::new(dir);
+        let mut state = State {
+            enrollment: Some(enrollment()),
+            ..State::default()
+        };
+        file.save(&mut state).unwrap();
+        (file, state)
+    }
+
     #[test]
     fn saves_round_trip_and_bump_the_generation() {
         let dir = tempfile::tempdir().unwrap();
@@ -344,12 +355,7 @@ mod tests {
     #[test]
     fn a_stale_temp_file_is_removed_and_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
-        let mut state = State {
-            enrollment: Some(enrollment()),
-            ..State::default()
-        };
-        file.save(&mut state).unwrap();
+        let (file, state) = saved(dir.path());
         fs::write(dir.path().join(".state.json.tmp"), "{\"generation\": 99").unwrap();
         assert_eq!(file.load().unwrap(), state);
         assert!(!dir.path().join(".state.json.tmp").exists());
@@ -358,12 +364,7 @@ mod tests {
     #[test]
     fn a_torn_state_file_is_quarantined_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let file = StateFile::new(dir.path());
-        let mut state = State {
-            enrollment: Some(enrollment()),
-            ..State::default()
-        };
-        file.save(&mut state).unwrap();
+        let (file, _) = saved(dir.path());
         let text = fs::read_to_string(file.path()).unwrap();
         fs::write(file.path(), &text[..text.len() / 2]).unwrap();
         assert_eq!(file.load().unwrap(), State::default());

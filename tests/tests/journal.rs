@@ -38,13 +38,7 @@ wait $J || true
 "#;
 
 fn can_run() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
+    if !running_as_root() {
         return Err("not root".into());
     }
     for tool in [
