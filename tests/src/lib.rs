@@ -798,3 +798,15 @@ pub fn skip(test: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
 }
+
+/// Ok when this process is root and every tool exists; otherwise why not, with the
+/// packages that bring the missing tool.
+pub fn root_with_tools(tools: &[&str], packages: &str) -> Result<(), String> {
+    if !running_as_root() {
+        return Err("needs root".into());
+    }
+    match tools.iter().find(|t| !Path::new(t).exists()) {
+        Some(tool) => Err(format!("{tool} is missing (apt-get install {packages})")),
+        None => Ok(()),
+    }
+}

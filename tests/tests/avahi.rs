@@ -4,7 +4,6 @@
 //! a private mount namespace; nothing runs in the host's network. Needs root, iproute2,
 //! avahi-daemon, avahi-utils and dbus; without them the test says it is skipped.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -48,22 +47,16 @@ avahi-daemon -k || true
 "#;
 
 fn missing_tools() -> Option<String> {
-    if !running_as_root() {
-        return Some("needs root".into());
-    }
-    for tool in [
-        "/usr/sbin/avahi-daemon",
-        "/usr/bin/avahi-browse",
-        "/usr/bin/avahi-publish",
-        "/usr/bin/dbus-daemon",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} is missing (apt-get install avahi-daemon avahi-utils dbus)"
-            ));
-        }
-    }
-    None
+    root_with_tools(
+        &[
+            "/usr/sbin/avahi-daemon",
+            "/usr/bin/avahi-browse",
+            "/usr/bin/avahi-publish",
+            "/usr/bin/dbus-daemon",
+        ],
+        "avahi-daemon avahi-utils dbus",
+    )
+    .err()
 }
 
 #[test]

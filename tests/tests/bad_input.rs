@@ -161,21 +161,8 @@ fn a_client_certificate_from_another_ca_is_refused_in_the_handshake() {
         "-days",
         "2",
     ]);
-    run(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "c.key",
-        "-out",
-        "c.csr",
-        "-subj",
-        "/CN=rogue",
-    ]);
+    // The client's own key and CSR, made as any standard client would.
+    openssl_key_and_csr(dir.path(), "c");
     std::fs::write(dir.path().join("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
     run(&[
         "x509",

@@ -2,7 +2,6 @@
 //! registration code. journald runs in a private mount namespace (no booted systemd
 //! needed); needs root, `unshare` and /lib/systemd/systemd-journald.
 
-use std::path::Path;
 use std::process::Command;
 
 use contera_e2e::*;
@@ -38,21 +37,14 @@ wait $J || true
 "#;
 
 fn can_run() -> Result<(), String> {
-    if !running_as_root() {
-        return Err("not root".into());
-    }
-    for tool in [
-        "/lib/systemd/systemd-journald",
-        "/usr/bin/unshare",
-        "/usr/bin/journalctl",
-    ] {
-        if !Path::new(tool).exists() {
-            return Err(format!(
-                "{tool} is missing (apt-get install systemd util-linux)"
-            ));
-        }
-    }
-    Ok(())
+    root_with_tools(
+        &[
+            "/lib/systemd/systemd-journald",
+            "/usr/bin/unshare",
+            "/usr/bin/journalctl",
+        ],
+        "systemd util-linux",
+    )
 }
 
 #[test]
