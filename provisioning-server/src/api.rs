@@ -1,12 +1,15 @@
 //! The HTTP API: every route in [`router`], thin handlers, and the one error shape.
 
-use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -14,12 +17,12 @@ use contera_protocol::v1::{
     EnrollRequest, GoodbyeRequest, HeartbeatRequest, RenewRequest, ENROLL_PATH, GOODBYE_PATH,
     HEALTH_PATH, HEARTBEAT_PATH, MAX_BODY_BYTES, RENEW_PATH,
 };
-use contera_protocol::{ErrorBody, ErrorCode};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use contera_protocol::{ErrorBody, ErrorCode, RegistrationCode};
+use http_body_util::BodyExt;
 use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
+use crate::limits::{EnrollLimits, FailedAttempts, Refused};
 use crate::recorders::{RecorderError, Recorders};
 
 /// The TLS client certificate of the connection a request came on, if any. The TLS layer
@@ -33,20 +36,24 @@ pub struct PeerAddr(pub SocketAddr);
 
 pub struct AppState {
     pub recorders: Recorders,
-    pub enroll_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    pub enroll_limits: EnrollLimits,
+    /// Wrong or unknown codes, written to the audit log in aggregate.
+    pub failed_attempts: FailedAttempts,
 }
 
 impl AppState {
-    pub fn new(recorders: Recorders, enroll_attempts_per_minute: u32) -> Self {
-        let per_minute = NonZeroU32::new(enroll_attempts_per_minute).unwrap_or(NonZeroU32::MIN);
+    pub fn new(recorders: Recorders, enroll_limits: EnrollLimits) -> Self {
         AppState {
             recorders,
-            enroll_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            enroll_limits,
+            failed_attempts: FailedAttempts::default(),
         }
     }
 }
 
-/// Every route the server has.
+/// Every route the server has. Around them, from the outside in: every error answer in
+/// the one error shape, the enrollment limits that need no body, and the body read in
+/// whole (bounded) before any handler or fallback runs.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health))
@@ -55,7 +62,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(RENEW_PATH, post(renew))
         .route(GOODBYE_PATH, post(goodbye))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(read_body))
+        .layer(middleware::from_fn_with_state(state.clone(), enroll_gate))
+        .layer(middleware::map_response(error_shape))
         .with_state(state)
 }
 
@@ -70,16 +79,49 @@ async fn not_found() -> ApiError {
     )
 }
 
+/// Counts an enrollment attempt against its address and the global allowance before its
+/// body is read, so malformed and oversized attempts count too.
+async fn enroll_gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && req.uri().path() == ENROLL_PATH {
+        if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
+            if let Err(refused) = state.enroll_limits.check_client(peer.ip()) {
+                return ApiError::refused(refused).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
 async fn enroll(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<Json<contera_protocol::v1::EnrollResponse>, ApiError> {
-    if let Err(not_until) = state.enroll_limiter.check_key(&peer.ip()) {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    // A code that fails its check symbol is refused without a lookup, so only codes
+    // that could be right count against their public id.
+    let public_id = req
+        .registration_code
+        .parse::<RegistrationCode>()
+        .ok()
+        .map(|code| code.public_id());
+    if let Some(public_id) = &public_id {
+        state
+            .enroll_limits
+            .check_code(public_id)
+            .map_err(ApiError::refused)?;
     }
-    Ok(Json(state.recorders.enroll(req).await?))
+    match state.recorders.enroll(req).await {
+        Ok(answer) => Ok(Json(answer)),
+        Err(e @ RecorderError::InvalidCode) => {
+            state.failed_attempts.record(
+                public_id.as_deref().unwrap_or("(mistyped)"),
+                peer.ip(),
+                time::OffsetDateTime::now_utc().unix_timestamp(),
+            );
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn heartbeat(
@@ -134,6 +176,24 @@ impl ApiError {
                 format!("too many requests; retry in {secs} s"),
             )
         }
+    }
+
+    fn refused(refused: Refused) -> Self {
+        let secs = refused.retry_after_secs;
+        ApiError {
+            retry_after_secs: Some(secs),
+            ..ApiError::new(
+                ErrorCode::RateLimited,
+                format!("{}; retry in {secs} s", refused.hit.describe()),
+            )
+        }
+    }
+
+    fn too_large() -> Self {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
     }
 }
 
@@ -190,13 +250,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match &rejection {
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
+            ApiError::too_large()
         }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::MalformedRequest,
+            ErrorCode::UnsupportedMediaType,
             "send the body as JSON with Content-Type: application/json",
         ),
         JsonRejection::JsonDataError(e) => ApiError::new(
@@ -209,4 +266,167 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         ),
         _ => ApiError::new(ErrorCode::MalformedRequest, rejection.body_text()),
     }
+}
+
+/// Reads the request body in whole, up to [`MAX_BODY_BYTES`], before routing, so that
+/// every answer (404 and 405 included) goes out after the client finished sending and
+/// HTTP/2 ends the stream cleanly. A body over the limit is answered 413: over HTTP/1 at
+/// once (the connection's lingering close drains the rest); over HTTP/2 after the rest
+/// was read and discarded, up to [`DISCARD_BYTES`], because many clients treat a stream
+/// reset during their upload as a failure even when the answer already came.
+async fn read_body(req: Request, next: Next) -> Response {
+    let (parts, mut body) = req.into_parts();
+    let http2 = parts.version == axum::http::Version::HTTP_2;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let over = |len: u64| len > MAX_BODY_BYTES as u64;
+    if declared.is_some_and(over) && (!http2 || declared.is_some_and(|l| l > DISCARD_BYTES)) {
+        return hold_until_sent(ApiError::too_large().into_response(), body);
+    }
+    let mut bytes = Vec::new();
+    let mut total = 0u64;
+    let started = std::time::Instant::now();
+    loop {
+        let frame = match tokio::time::timeout(DISCARD_TIME, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "the request body stalled: send it in whole",
+                )
+                .into_response()
+            }
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    total += data.len() as u64;
+                    if !over(total) {
+                        bytes.extend_from_slice(&data);
+                    } else if !http2 || total > DISCARD_BYTES || started.elapsed() > DISCARD_TIME {
+                        return hold_until_sent(ApiError::too_large().into_response(), body);
+                    } else {
+                        bytes = Vec::new();
+                    }
+                }
+            }
+            Err(e) => {
+                return ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("the request body could not be read: {e}"),
+                )
+                .into_response()
+            }
+        }
+    }
+    if over(total) {
+        return ApiError::too_large().into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes))))
+        .await
+}
+
+/// How much of an oversized HTTP/2 body is read and discarded before the 413, and for how
+/// long at most; past either, the answer goes out and the stream is reset.
+const DISCARD_BYTES: u64 = 16 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps the unread rest of a request body alive until the response body is done.
+fn hold_until_sent(response: Response, request_body: Body) -> Response {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        Body::new(HeldBody {
+            inner: body,
+            _held: request_body,
+        }),
+    )
+}
+
+struct HeldBody {
+    inner: Body,
+    _held: Body,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives every error answer that is not already in the one error shape (a 405 from the
+/// router, say) that shape, keeping its status and headers (`Allow`, `Retry-After`).
+async fn error_shape(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            ErrorCode::MethodNotAllowed,
+            "this path does not take that method: the Allow header lists the ones it takes"
+                .to_string(),
+        ),
+        StatusCode::NOT_FOUND => (
+            ErrorCode::NotFound,
+            "no such endpoint; the API lives under /api/v1".to_string(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with Content-Type: application/json".to_string(),
+        ),
+        StatusCode::TOO_MANY_REQUESTS => (
+            ErrorCode::RateLimited,
+            "too many requests; wait as Retry-After says".to_string(),
+        ),
+        s if s.is_server_error() => (
+            ErrorCode::Internal,
+            "internal error; try again later".to_string(),
+        ),
+        _ => (
+            ErrorCode::MalformedRequest,
+            format!(
+                "the request was refused ({}): check its method, path, headers and body",
+                status
+            ),
+        ),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.status = status;
+    let shaped = Json(ErrorBody::new(code, message)).into_response();
+    let (shaped_parts, body) = shaped.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in shaped_parts.headers.iter() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, body)
 }

@@ -33,16 +33,48 @@ pub struct ServerConfig {
     /// certificate (proving it holds its enrolled key). Later it needs a code again.
     #[serde(default = "default_expired_renewal_grace_days")]
     pub expired_renewal_grace_days: u32,
-    /// Enrollment attempts allowed per client address and minute, as a burst that refills
-    /// evenly over the minute. Over it, the answer is 429 with `Retry-After`.
+    /// Enrollment attempts allowed per client address and minute (IPv6 counted per /64),
+    /// as a burst that refills evenly over the minute. Counted before the body is read,
+    /// so malformed requests count too. Over it, the answer is 429 with `Retry-After`.
     #[serde(default = "default_enroll_attempts_per_minute")]
     pub enroll_attempts_per_minute: u32,
+    /// Enrollment attempts allowed per registration code (keyed by the code's public id,
+    /// whatever the secret) and minute, from all addresses together: guessing one code's
+    /// secret from many addresses is held to this.
+    #[serde(default = "default_enroll_attempts_per_code_per_minute")]
+    pub enroll_attempts_per_code_per_minute: u32,
+    /// Enrollment attempts per minute for the whole server, from everyone: each one costs a
+    /// signature, so a storm is answered 429 quickly instead of queueing into timeouts.
+    #[serde(default = "default_enroll_attempts_total_per_minute")]
+    pub enroll_attempts_total_per_minute: u32,
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
     /// Connections served at once; more wait to be accepted. Each recorder keeps one.
+    /// Lowered at start (with a log line) to what the open-file limit allows after a
+    /// reserve for the database and files.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (IPv6 counted per /64).
+    /// Recorders of one site behind one NAT share an address: raise it for sites with
+    /// more recorders than this.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Seconds a new connection has to complete its TLS handshake.
+    #[serde(default = "default_tls_handshake_timeout_secs")]
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds from the end of the TLS handshake to the first complete request head
+    /// (covers protocol detection, HTTP/1 headers and the HTTP/2 preface).
+    #[serde(default = "default_first_request_timeout_secs")]
+    pub first_request_timeout_secs: u64,
+    /// Seconds a connection may stay without a request in progress before it is closed
+    /// (HTTP/1 keep-alive and HTTP/2 alike, PINGs do not count). Must exceed the heartbeat
+    /// interval plus its jitter, so recorders keep their connection between heartbeats.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Requests one HTTP/2 connection may have in flight at once. A recorder sends one.
+    #[serde(default = "default_http2_max_concurrent_streams")]
+    pub http2_max_concurrent_streams: u32,
     #[serde(default)]
     pub mdns: MdnsSection,
 }
@@ -75,8 +107,29 @@ fn default_expired_renewal_grace_days() -> u32 {
 fn default_enroll_attempts_per_minute() -> u32 {
     60
 }
+fn default_enroll_attempts_per_code_per_minute() -> u32 {
+    120
+}
+fn default_enroll_attempts_total_per_minute() -> u32 {
+    30_000
+}
 fn default_max_connections() -> usize {
     20_000
+}
+fn default_max_connections_per_address() -> usize {
+    256
+}
+fn default_tls_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_first_request_timeout_secs() -> u64 {
+    10
+}
+fn default_idle_timeout_secs() -> u64 {
+    90
+}
+fn default_http2_max_concurrent_streams() -> u32 {
+    32
 }
 fn default_presence_flush_millis() -> u64 {
     1000
@@ -148,8 +201,55 @@ impl ServerConfig {
                 self.expired_renewal_grace_days
             ));
         }
-        if self.enroll_attempts_per_minute == 0 {
-            problems.push("enroll_attempts_per_minute = 0: use at least 1".to_string());
+        for (key, value) in [
+            (
+                "enroll_attempts_per_minute",
+                self.enroll_attempts_per_minute,
+            ),
+            (
+                "enroll_attempts_per_code_per_minute",
+                self.enroll_attempts_per_code_per_minute,
+            ),
+            (
+                "enroll_attempts_total_per_minute",
+                self.enroll_attempts_total_per_minute,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} = 0: use at least 1"));
+            }
+        }
+        if self.max_connections_per_address == 0 {
+            problems.push("max_connections_per_address = 0: use at least 1".into());
+        }
+        for (key, value) in [
+            (
+                "tls_handshake_timeout_secs",
+                self.tls_handshake_timeout_secs,
+            ),
+            (
+                "first_request_timeout_secs",
+                self.first_request_timeout_secs,
+            ),
+        ] {
+            if !(1..=300).contains(&value) {
+                problems.push(format!("{key} = {value}: use a value from 1 to 300"));
+            }
+        }
+        // A recorder beats every interval plus up to 10 % jitter; its connection must
+        // outlive that with room for a slow request.
+        let min_idle = u64::from(self.heartbeat_interval_secs) * 11 / 10 + 5;
+        if self.idle_timeout_secs < min_idle || self.idle_timeout_secs > 86_400 {
+            problems.push(format!(
+                "idle_timeout_secs = {}: use a value from {min_idle} (heartbeat_interval_secs = {} plus jitter and 5 s) to 86400",
+                self.idle_timeout_secs, self.heartbeat_interval_secs
+            ));
+        }
+        if !(1..=1000).contains(&self.http2_max_concurrent_streams) {
+            problems.push(format!(
+                "http2_max_concurrent_streams = {}: use a value from 1 to 1000",
+                self.http2_max_concurrent_streams
+            ));
         }
         if !(10..=60_000).contains(&self.presence_flush_millis) {
             problems.push(format!(
@@ -214,6 +314,24 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("heartbeat_interval_secs"), "{err}");
         assert!(err.contains("certificate_lifetime_days"), "{err}");
+    }
+
+    #[test]
+    fn idle_timeout_shorter_than_a_heartbeat_is_refused_naming_both_keys() {
+        let config = ServerConfig {
+            heartbeat_interval_secs: 60,
+            idle_timeout_secs: 60,
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("idle_timeout_secs = 60"), "{err}");
+        assert!(err.contains("heartbeat_interval_secs = 60"), "{err}");
+        let config = ServerConfig {
+            heartbeat_interval_secs: 60,
+            idle_timeout_secs: 71,
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
     }
 }
 

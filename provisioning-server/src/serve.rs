@@ -7,29 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
+use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState, ClientCert, PeerAddr};
+use crate::api::{self, AppState};
 use crate::ca::Pki;
 use crate::client_auth::GraceVerifier;
 use crate::config::ServerConfig;
+use crate::connection;
+use crate::descriptors::{self, ConnectionBudget};
+use crate::limits::{ConnectionSlots, EnrollLimits};
 use crate::recorders::{PresenceBuffer, Recorders};
 use crate::store::{SqliteStore, Store};
 
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections may finish their requests once shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection may sit without sending a request head. Longer than the
-/// heartbeat interval plus jitter, so agents keep their connection; agents drop idle
-/// pooled connections sooner than this.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The names the server certificate must carry for this configuration.
 pub fn certificate_names(config: &ServerConfig, listen: SocketAddr) -> Vec<String> {
@@ -92,6 +88,13 @@ pub async fn launch(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
+    let fd_limit = descriptors::raise_soft_limit().context("reading the open-file limit")?;
+    if let Some(from) = fd_limit.raised_from {
+        log::info!(
+            "raised the open-file limit from {from} to {}",
+            fd_limit.soft
+        );
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(
@@ -115,7 +118,11 @@ pub async fn launch(
             presence: PresenceBuffer::default(),
             renew_limiter: crate::recorders::renew_limiter(),
         },
-        config.enroll_attempts_per_minute,
+        EnrollLimits::new(
+            config.enroll_attempts_per_minute,
+            config.enroll_attempts_per_code_per_minute,
+            config.enroll_attempts_total_per_minute,
+        ),
     ));
     let router = api::router(state.clone());
 
@@ -145,16 +152,44 @@ pub async fn launch(
     } else {
         None
     };
-    log::info!("listening on https://{local}");
+    let budget = match descriptors::connection_budget(config.max_connections, fd_limit.soft) {
+        ConnectionBudget::Fits(n) => n,
+        ConnectionBudget::Lowered { configured, to } => {
+            log::warn!(
+                "max_connections = {configured} does not fit the open-file limit of {} with {} descriptors kept for the database and files: serving at most {to} connections (raise LimitNOFILE= to serve more)",
+                fd_limit.soft,
+                descriptors::RESERVED
+            );
+            to
+        }
+        ConnectionBudget::TooLow { limit } => anyhow::bail!(
+            "the open-file limit of {limit} leaves fewer than {} connections after {} descriptors for the database and files: raise it (LimitNOFILE= in the unit, or ulimit -n)",
+            descriptors::MIN_CONNECTIONS,
+            descriptors::RESERVED
+        ),
+    };
+    log::info!(
+        "listening on https://{local}: at most {budget} connections, {} per address; open-file limit {}",
+        config.max_connections_per_address,
+        fd_limit.soft
+    );
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("serving on {local}")),
     ]);
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let policy = Arc::new(connection::Policy {
+        tls_handshake: Duration::from_secs(config.tls_handshake_timeout_secs),
+        first_request: Duration::from_secs(config.first_request_timeout_secs),
+        idle: Duration::from_secs(config.idle_timeout_secs),
+        http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+        drain: DRAIN_TIMEOUT,
+    });
+    let per_address = ConnectionSlots::new(config.max_connections_per_address);
+    let connections = Arc::new(tokio::sync::Semaphore::new(budget));
+    let tracker = TaskTracker::new();
     loop {
-        // At most max_connections at once: past that, new ones wait in the accept queue
-        // instead of exhausting file descriptors.
+        // At most `budget` at once: past that, new ones wait in the accept queue instead
+        // of taking descriptors the database needs.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
@@ -164,65 +199,37 @@ pub async fn launch(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    // Out of descriptors (or another transient failure): the connections
+                    // already open keep being served while this one waits.
                     log::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    log::debug!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    log::debug!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let cert = ClientCert(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|c| Arc::new(c.clone().into_owned())),
+        let Some(slot) = per_address.take(peer.ip()) else {
+            log::debug!(
+                "refusing a connection from {peer}: {} already open from that address",
+                config.max_connections_per_address
             );
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(cert.clone());
-                    req.extensions_mut().insert(PeerAddr(peer));
-                    router.clone().oneshot(req)
-                },
-            );
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // A connection that sends no complete request head for this long (a stalled
-            // client, or an idle keep-alive) is closed; HTTP/2 peers must answer pings.
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(IDLE_TIMEOUT);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(IDLE_TIMEOUT / 2)
-                .keep_alive_timeout(Duration::from_secs(20));
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                log::debug!("connection with {peer} ended: {e}");
-            }
-        });
+            drop(tcp);
+            continue;
+        };
+        tracker.spawn(connection::serve(
+            tcp,
+            peer,
+            acceptor.clone(),
+            router.clone(),
+            policy.clone(),
+            shutdown.clone(),
+            (permit, slot),
+        ));
     }
     drop(listener);
     log::info!("shutting down: draining connections");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), tracker.wait())
         .await
         .is_err()
     {
@@ -263,7 +270,7 @@ async fn flush_presence(state: Arc<AppState>, every: Duration, shutdown: Cancell
                 state.recorders.presence.pending()
             );
         }
-        state.enroll_limiter.retain_recent();
+        state.enroll_limits.retain_recent();
         state.recorders.renew_limiter.retain_recent();
         if stopping {
             return;

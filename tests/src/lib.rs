@@ -3,6 +3,8 @@
 //! readiness signals (the server's listening line, the agent's `READY=1` over a
 //! `NOTIFY_SOCKET`), and kills every child on drop.
 
+pub mod tls_client;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,10 @@ pub struct Server {
     pub heartbeat_interval_secs: u32,
     child: Option<Child>,
     pub log: PathBuf,
+    /// A command the server runs under (e.g. `prlimit --nofile=1024:`), kept for restarts.
+    wrapper: Vec<String>,
+    /// Arguments before `serve` (`--config FILE`), kept for restarts.
+    args: Vec<String>,
 }
 
 impl Server {
@@ -84,9 +90,48 @@ impl Server {
             heartbeat_interval_secs,
             child: None,
             log,
+            wrapper: Vec::new(),
+            args: Vec::new(),
         };
         server.spawn(0, extra_args);
         server
+    }
+
+    /// Starts a server with `config` as its configuration file (written into its data
+    /// directory), running under `wrapper` (a command such as `prlimit --nofile=1024:`,
+    /// which runs the server in its place), if not empty.
+    pub fn start_configured(
+        heartbeat_interval_secs: u32,
+        config: &str,
+        wrapper: &[&str],
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("server.log");
+        let config_path = dir.path().join("server.toml");
+        std::fs::write(&config_path, config).expect("config file");
+        let args = vec!["--config".to_string(), config_path.display().to_string()];
+        let mut server = Server {
+            dir,
+            port: 0,
+            netns: None,
+            heartbeat_interval_secs,
+            child: None,
+            log,
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
+            args,
+        };
+        server.spawn(0, &[]);
+        server
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Its address on the host's loopback.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Starts a server inside network namespace `netns`, listening on `ip`.
@@ -100,6 +145,8 @@ impl Server {
             heartbeat_interval_secs: 1,
             child: None,
             log,
+            wrapper: Vec::new(),
+            args: Vec::new(),
         };
         server.spawn(0, extra_args);
         server
@@ -108,6 +155,11 @@ impl Server {
     /// A command for one of our binaries, inside the server's namespace if it has one.
     fn command(&self, program: &Path) -> Command {
         match &self.netns {
+            None if !self.wrapper.is_empty() && program.ends_with("contera-provisioning") => {
+                let mut cmd = Command::new(&self.wrapper[0]);
+                cmd.args(&self.wrapper[1..]).arg(program);
+                cmd
+            }
             None => Command::new(program),
             Some((ns, _)) => {
                 let mut cmd = Command::new("ip");
@@ -145,6 +197,7 @@ impl Server {
             .unwrap_or_else(|| "127.0.0.1".into());
         let mut child = self
             .command(&bin("contera-provisioning"))
+            .args(&self.args)
             .arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
