@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts;
 use crate::config::{ConfigError, ServerConfig};
 use crate::store::{Account, AccountKind, Recorder, SqliteStore, Store};
+use crate::terminal::{safe, safe_json};
 
 /// Exit code for usage and configuration errors (a unit lists it in RestartPreventExitStatus).
 pub const EXIT_CONFIG: u8 = 2;
@@ -240,6 +241,15 @@ fn offline_reason(r: &Recorder, now: i64) -> Option<String> {
     }
 }
 
+/// An audit detail for one line of the human listing: the store writes compact JSON, kept
+/// as JSON; anything else in the column is escaped as plain text so it stays on its line.
+fn audit_detail(detail: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(value) => safe_json(&value.to_string()).into_owned(),
+        Err(_) => safe(detail).into_owned(),
+    }
+}
+
 fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -280,11 +290,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 println!(
                     "Created {} account \"{}\"",
                     account.kind.as_str(),
-                    account.name
+                    safe(&account.name)
                 );
-                println!("  id:                {}", account.id);
+                println!("  id:                {}", safe(&account.id));
                 if let Some(parent) = &account.parent_id {
-                    println!("  parent:            {parent}");
+                    println!("  parent:            {}", safe(parent));
                 }
                 println!("  registration code: {code}");
                 println!("Keep the code safe: it is shown only now (rotate it to get a new one).");
@@ -302,10 +312,10 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     println!(
                         "{}{} ({}) {}  code {}-…",
                         "    ".repeat(depth),
-                        account.name,
+                        safe(&account.name),
                         account.kind.as_str(),
-                        account.id,
-                        account.code_public_id.as_deref().unwrap_or("none"),
+                        safe(&account.id),
+                        safe(account.code_public_id.as_deref().unwrap_or("none")),
                     );
                 }
             }
@@ -351,13 +361,13 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     };
                     println!(
                         "{:<36}  {:<36}  {:<16}  {:<12}  {:<8}  {:<20}  {}",
-                        r.id,
-                        r.account_id,
-                        r.serial,
-                        r.model,
+                        safe(&r.id),
+                        safe(&r.account_id),
+                        safe(&r.serial),
+                        safe(&r.model),
                         state,
                         r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into()),
-                        r.replaces.as_deref().unwrap_or("-"),
+                        safe(r.replaces.as_deref().unwrap_or("-")),
                     );
                 }
             }
@@ -383,22 +393,23 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 } else {
                     format!("offline ({})", offline_reason(&r, now).unwrap_or_default())
                 };
-                println!("Recorder {}", r.id);
-                println!("  account:        {}", r.account_id);
-                println!("  serial / model: {} / {}", r.serial, r.model);
-                println!("  state:          {state}");
+                println!("Recorder {}", safe(&r.id));
+                println!("  account:        {}", safe(&r.account_id));
+                println!("  serial / model: {} / {}", safe(&r.serial), safe(&r.model));
+                println!("  state:          {}", safe(&state));
                 println!(
                     "  last seen:      {}",
                     r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into())
                 );
                 println!(
                     "  agent version:  {}",
-                    r.agent_version.as_deref().unwrap_or("-")
+                    safe(r.agent_version.as_deref().unwrap_or("-"))
                 );
                 if let Some(replaces) = &r.replaces {
-                    println!("  replaces:       {replaces}");
+                    println!("  replaces:       {}", safe(replaces));
                 }
-                println!("  status:         {:#}", value["status"]);
+                let status = format!("{:#}", value["status"]);
+                println!("  status:         {}", safe_json(&status));
             }
         }
         Command::Recorders(RecordersCommand::Revoke { id }) => {
@@ -422,11 +433,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     println!(
                         "{}  {:<24} {:<22} account={} recorder={} {}",
                         rfc3339(e.at),
-                        e.action,
-                        e.actor,
-                        e.account_id.as_deref().unwrap_or("-"),
-                        e.recorder_id.as_deref().unwrap_or("-"),
-                        e.detail
+                        safe(&e.action),
+                        safe(&e.actor),
+                        safe(e.account_id.as_deref().unwrap_or("-")),
+                        safe(e.recorder_id.as_deref().unwrap_or("-")),
+                        audit_detail(&e.detail)
                     );
                 }
             }

@@ -142,3 +142,112 @@ fn the_printed_default_config_is_valid() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Writes a recorder straight into the data directory's database, as enrollment and
+/// heartbeats would, with whatever text a recorder could send (or more).
+fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str, status: &str) {
+    use contera_provisioning::store::{EnrollRecord, Presence, SqliteStore, Store};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&data_dir.join("contera.db"))
+            .await
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let outcome = store
+            .enroll(&EnrollRecord {
+                new_id: uuid::Uuid::new_v4().to_string(),
+                account_id: account_id.into(),
+                key_fingerprint: "f".repeat(64),
+                serial: serial.into(),
+                mac: None,
+                model: model.into(),
+                firmware: Some("1.0".into()),
+                agent_version: "0.1.0\u{202e}".into(),
+                code_public_id: "test".into(),
+                now,
+            })
+            .await
+            .unwrap();
+        store
+            .record_presence(&[Presence {
+                recorder_id: outcome.recorder.id,
+                last_seen: now,
+                online_until: now + 60,
+                status: Some(status.into()),
+            }])
+            .await
+            .unwrap();
+    });
+}
+
+/// Characters that must never reach the terminal raw from a human listing.
+fn raw_unsafe(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        })
+        .collect()
+}
+
+#[test]
+fn human_listings_escape_bidi_overrides_and_controls_and_json_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "Shop\u{202e}regit\u{9b}2J";
+    let created = admin(
+        dir.path(),
+        &["accounts", "create", "--name", name, "--json"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let account_id = created["id"].as_str().unwrap();
+    let serial = "SN\u{202e}4321";
+    let model = "Cam\u{1b}[2J\u{200b}";
+    let status = serde_json::json!({ "disk": "ok\u{2066}\u{85}", "note": "a \"b\" \\ c" });
+    enroll_directly(dir.path(), account_id, serial, model, &status.to_string());
+
+    let list = admin(dir.path(), &["recorders", "list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let list = stdout(&list);
+    assert!(raw_unsafe(&list).is_empty(), "{list:?}");
+    assert!(list.contains("SN\\u{202e}4321"), "{list}");
+    assert!(list.contains("Cam\\u{1b}[2J\\u{200b}"), "{list}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&admin(dir.path(), &["recorders", "list", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(json[0]["serial"], serial, "JSON keeps the exact text");
+    assert_eq!(json[0]["model"], model);
+    let id = json[0]["id"].as_str().unwrap();
+
+    let show = admin(dir.path(), &["recorders", "show", id]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let show = stdout(&show);
+    assert!(raw_unsafe(&show).is_empty(), "{show:?}");
+    assert!(
+        show.contains("SN\\u{202e}4321 / Cam\\u{1b}[2J\\u{200b}"),
+        "{show}"
+    );
+    assert!(show.contains("0.1.0\\u{202e}"), "{show}");
+    assert!(show.contains(r#""ok\u2066\u0085""#), "{show}");
+    assert!(show.contains(r#""a \"b\" \\ c""#), "{show}");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&admin(dir.path(), &["recorders", "show", id, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(shown["status"], status);
+
+    let accounts = stdout(&admin(dir.path(), &["accounts", "list"]));
+    assert!(raw_unsafe(&accounts).is_empty(), "{accounts:?}");
+    assert!(
+        accounts.contains("Shop\\u{202e}regit\\u{9b}2J"),
+        "{accounts}"
+    );
+
+    let audit = stdout(&admin(dir.path(), &["audit"]));
+    assert!(raw_unsafe(&audit).is_empty(), "{audit:?}");
+    assert!(audit.contains("recorder.enrolled"), "{audit}");
+    assert!(audit.contains(r"SN\u202e4321"), "{audit}");
+}
