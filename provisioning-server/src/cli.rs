@@ -177,6 +177,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    prepare_data_dir(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -197,9 +198,21 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     crate::serve::launch(config, listener, shutdown).await
 }
 
+/// Makes everything this process creates owner-only and the data directory private, before
+/// the first file in it is created: it holds the CA keys and every account's codes.
+fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
+    crate::files::restrict_umask();
+    crate::files::prepare_data_dir(&config.data_dir).with_context(|| {
+        format!(
+            "preparing data directory {} (it must be owned by this user)",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(())
+}
+
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    prepare_data_dir(config)?;
     let path = config.database_path();
     let store = SqliteStore::open(&path)
         .await

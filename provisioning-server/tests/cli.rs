@@ -251,3 +251,133 @@ fn human_listings_escape_bidi_overrides_and_controls_and_json_stays_exact() {
     assert!(audit.contains("recorder.enrolled"), "{audit}");
     assert!(audit.contains(r"SN\u202e4321"), "{audit}");
 }
+
+/// Runs the binary through `sh` with a umask of 022, as from an admin's shell.
+fn admin_with_umask_022(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every regular file directly in `dir` and in `dir/tls`, with its mode.
+fn file_modes(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut files = Vec::new();
+    for d in [dir.to_owned(), dir.join("tls")] {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let m = mode(&path);
+                files.push((path, m));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let out = admin_with_umask_022(&data, &["accounts", "create", "--name", "Shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&data), 0o700);
+    let files = file_modes(&data);
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("contera.db")),
+        "{files:?}"
+    );
+    for (path, mode) in &files {
+        assert_eq!(*mode, 0o600, "{}", path.display());
+    }
+
+    // The server, started on a fresh directory: database, WAL and shared memory, the CAs
+    // and the server certificate.
+    let data = parent.path().join("served");
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CONTERA_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // The line comes before the database and the certificates: wait for the last of them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("tls/server.pem").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let files = file_modes(&data);
+    let _ = server.kill();
+    let output = server.wait_with_output().unwrap();
+    assert!(
+        line.contains("listening on"),
+        "{line:?} {}",
+        stderr(&output)
+    );
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("tls")), 0o700);
+    for name in [
+        "contera.db",
+        "contera.db-wal",
+        "contera.db-shm",
+        "ca.key",
+        "server.pem",
+    ] {
+        assert!(
+            files.iter().any(|(p, _)| p.ends_with(name)),
+            "{name} missing from {files:?}"
+        );
+    }
+    for (path, mode) in &files {
+        assert_eq!(*mode, 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn an_existing_loose_data_dir_is_tightened_and_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let out = admin_with_umask_022(&data, &["accounts", "create", "--name", "Shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = data.join("contera.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = admin_with_umask_022(&data, &["accounts", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let log = stderr(&out);
+    assert!(log.contains(&format!("{}", db.display())), "{log}");
+}
