@@ -284,7 +284,7 @@ fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
 
 async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let actor = format!("cli:{}", whoami());
+    let actor = cli_actor();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     match command {
         Command::Accounts(AccountsCommand::Create {
@@ -462,8 +462,24 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn whoami() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into())
+/// The audit log's actor for an admin command: `cli:` and the user of the real uid, which
+/// the caller cannot choose ($USER and $SUDO_USER it can), or `cli:uid=N` when the uid has
+/// no passwd entry (a container, a deleted user).
+///
+/// For uid 0 only, a set $SUDO_USER is appended (`cli:root (sudo: alice)`) so `sudo` keeps
+/// saying who used it: root could write any audit row anyway, so the variable claims no more
+/// than root already can, while for any other uid it would let a user name someone else. It
+/// is added information, never in place of the uid.
+fn cli_actor() -> String {
+    let uid = nix::unistd::getuid();
+    let user = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid={uid}"),
+    };
+    let sudo_user = std::env::var("SUDO_USER").unwrap_or_default();
+    if uid.is_root() && !sudo_user.is_empty() {
+        format!("cli:{user} (sudo: {sudo_user})")
+    } else {
+        format!("cli:{user}")
+    }
 }

@@ -381,3 +381,51 @@ fn an_existing_loose_data_dir_is_tightened_and_named() {
     let log = stderr(&out);
     assert!(log.contains(&format!("{}", db.display())), "{log}");
 }
+
+fn id_un() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn last_actor(data_dir: &Path) -> String {
+    let audit: serde_json::Value =
+        serde_json::from_slice(&admin(data_dir, &["audit", "--limit", "1", "--json"]).stdout)
+            .unwrap();
+    audit[0]["actor"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_cli_actor_is_the_real_user_not_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id_un();
+    assert_ne!(me, "mallory");
+    let out = Command::new(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["accounts", "create", "--name", "Shop"])
+        .env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_actor(dir.path()), format!("cli:{me}"));
+
+    // $SUDO_USER names who used sudo only for root; for anyone else it is ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["accounts", "create", "--name", "Shop 2"])
+        .env("USER", "mallory")
+        .env("SUDO_USER", "mallory")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let actor = last_actor(dir.path());
+    if me == "root" {
+        assert_eq!(actor, "cli:root (sudo: mallory)");
+    } else {
+        assert_eq!(actor, format!("cli:{me}"));
+    }
+}
