@@ -71,10 +71,11 @@ pub fn prepare_data_dir(path: &Path) -> Result<Vec<PathBuf>, DataDirError> {
     Ok(tightened)
 }
 
-/// Makes `dir` 0700 and each regular file directly in it 0600 unless already owner-only.
+/// Makes `dir` 0700 and each regular file directly in it 0600 when others had any access;
+/// owner-only modes are left as they are (tightening must never widen the owner's).
 fn tighten_dir(dir: &Path, tightened: &mut Vec<PathBuf>) -> Result<(), DataDirError> {
     let meta = fs::metadata(dir).map_err(io("inspect", dir))?;
-    if meta.permissions().mode() & 0o777 != DATA_DIR_MODE {
+    if meta.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(dir, Permissions::from_mode(DATA_DIR_MODE))
             .map_err(io("restrict permissions of", dir))?;
         tightened.push(dir.to_owned());
