@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts;
 use crate::config::{ConfigError, ServerConfig};
 use crate::store::{Account, AccountKind, Recorder, SqliteStore, Store};
+use crate::terminal::{safe, safe_json};
 
 /// Exit code for usage and configuration errors (a unit lists it in RestartPreventExitStatus).
 pub const EXIT_CONFIG: u8 = 2;
@@ -176,6 +177,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    prepare_data_dir(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -196,9 +198,21 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     crate::serve::launch(config, listener, shutdown).await
 }
 
+/// Makes everything this process creates owner-only and the data directory private, before
+/// the first file in it is created: it holds the CA keys and every account's codes.
+fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
+    crate::files::restrict_umask();
+    crate::files::prepare_data_dir(&config.data_dir).with_context(|| {
+        format!(
+            "preparing data directory {} (it must be owned by this user)",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(())
+}
+
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    prepare_data_dir(config)?;
     let path = config.database_path();
     let store = SqliteStore::open(&path)
         .await
@@ -240,6 +254,15 @@ fn offline_reason(r: &Recorder, now: i64) -> Option<String> {
     }
 }
 
+/// An audit detail for one line of the human listing: the store writes compact JSON, kept
+/// as JSON; anything else in the column is escaped as plain text so it stays on its line.
+fn audit_detail(detail: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(value) => safe_json(&value.to_string()).into_owned(),
+        Err(_) => safe(detail).into_owned(),
+    }
+}
+
 fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
     json!({
         "id": r.id,
@@ -261,7 +284,7 @@ fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
 
 async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let actor = format!("cli:{}", whoami());
+    let actor = cli_actor();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     match command {
         Command::Accounts(AccountsCommand::Create {
@@ -280,11 +303,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 println!(
                     "Created {} account \"{}\"",
                     account.kind.as_str(),
-                    account.name
+                    safe(&account.name)
                 );
-                println!("  id:                {}", account.id);
+                println!("  id:                {}", safe(&account.id));
                 if let Some(parent) = &account.parent_id {
-                    println!("  parent:            {parent}");
+                    println!("  parent:            {}", safe(parent));
                 }
                 println!("  registration code: {code}");
                 println!("Keep the code safe: it is shown only now (rotate it to get a new one).");
@@ -302,10 +325,10 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     println!(
                         "{}{} ({}) {}  code {}-…",
                         "    ".repeat(depth),
-                        account.name,
+                        safe(&account.name),
                         account.kind.as_str(),
-                        account.id,
-                        account.code_public_id.as_deref().unwrap_or("none"),
+                        safe(&account.id),
+                        safe(account.code_public_id.as_deref().unwrap_or("none")),
                     );
                 }
             }
@@ -351,13 +374,13 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     };
                     println!(
                         "{:<36}  {:<36}  {:<16}  {:<12}  {:<8}  {:<20}  {}",
-                        r.id,
-                        r.account_id,
-                        r.serial,
-                        r.model,
+                        safe(&r.id),
+                        safe(&r.account_id),
+                        safe(&r.serial),
+                        safe(&r.model),
                         state,
                         r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into()),
-                        r.replaces.as_deref().unwrap_or("-"),
+                        safe(r.replaces.as_deref().unwrap_or("-")),
                     );
                 }
             }
@@ -383,22 +406,23 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 } else {
                     format!("offline ({})", offline_reason(&r, now).unwrap_or_default())
                 };
-                println!("Recorder {}", r.id);
-                println!("  account:        {}", r.account_id);
-                println!("  serial / model: {} / {}", r.serial, r.model);
-                println!("  state:          {state}");
+                println!("Recorder {}", safe(&r.id));
+                println!("  account:        {}", safe(&r.account_id));
+                println!("  serial / model: {} / {}", safe(&r.serial), safe(&r.model));
+                println!("  state:          {}", safe(&state));
                 println!(
                     "  last seen:      {}",
                     r.last_seen.map(rfc3339).unwrap_or_else(|| "never".into())
                 );
                 println!(
                     "  agent version:  {}",
-                    r.agent_version.as_deref().unwrap_or("-")
+                    safe(r.agent_version.as_deref().unwrap_or("-"))
                 );
                 if let Some(replaces) = &r.replaces {
-                    println!("  replaces:       {replaces}");
+                    println!("  replaces:       {}", safe(replaces));
                 }
-                println!("  status:         {:#}", value["status"]);
+                let status = format!("{:#}", value["status"]);
+                println!("  status:         {}", safe_json(&status));
             }
         }
         Command::Recorders(RecordersCommand::Revoke { id }) => {
@@ -422,11 +446,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     println!(
                         "{}  {:<24} {:<22} account={} recorder={} {}",
                         rfc3339(e.at),
-                        e.action,
-                        e.actor,
-                        e.account_id.as_deref().unwrap_or("-"),
-                        e.recorder_id.as_deref().unwrap_or("-"),
-                        e.detail
+                        safe(&e.action),
+                        safe(&e.actor),
+                        safe(e.account_id.as_deref().unwrap_or("-")),
+                        safe(e.recorder_id.as_deref().unwrap_or("-")),
+                        audit_detail(&e.detail)
                     );
                 }
             }
@@ -438,8 +462,24 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn whoami() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into())
+/// The audit log's actor for an admin command: `cli:` and the user of the real uid, which
+/// the caller cannot choose ($USER and $SUDO_USER it can), or `cli:uid=N` when the uid has
+/// no passwd entry (a container, a deleted user).
+///
+/// For uid 0 only, a set $SUDO_USER is appended (`cli:root (sudo: alice)`) so `sudo` keeps
+/// saying who used it: root could write any audit row anyway, so the variable claims no more
+/// than root already can, while for any other uid it would let a user name someone else. It
+/// is added information, never in place of the uid.
+fn cli_actor() -> String {
+    let uid = nix::unistd::getuid();
+    let user = match nix::unistd::User::from_uid(uid) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid={uid}"),
+    };
+    let sudo_user = std::env::var("SUDO_USER").unwrap_or_default();
+    if uid.is_root() && !sudo_user.is_empty() {
+        format!("cli:{user} (sudo: {sudo_user})")
+    } else {
+        format!("cli:{user}")
+    }
 }

@@ -15,3 +15,4 @@ pub mod mdns;
 pub mod recorders;
 pub mod serve;
 pub mod store;
+pub mod terminal;

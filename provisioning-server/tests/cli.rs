@@ -142,3 +142,290 @@ fn the_printed_default_config_is_valid() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Writes a recorder straight into the data directory's database, as enrollment and
+/// heartbeats would, with whatever text a recorder could send (or more).
+fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str, status: &str) {
+    use contera_provisioning::store::{EnrollRecord, Presence, SqliteStore, Store};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(&data_dir.join("contera.db"))
+            .await
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let outcome = store
+            .enroll(&EnrollRecord {
+                new_id: uuid::Uuid::new_v4().to_string(),
+                account_id: account_id.into(),
+                key_fingerprint: "f".repeat(64),
+                serial: serial.into(),
+                mac: None,
+                model: model.into(),
+                firmware: Some("1.0".into()),
+                agent_version: "0.1.0\u{202e}".into(),
+                code_public_id: "test".into(),
+                now,
+            })
+            .await
+            .unwrap();
+        store
+            .record_presence(&[Presence {
+                recorder_id: outcome.recorder.id,
+                last_seen: now,
+                online_until: now + 60,
+                status: Some(status.into()),
+            }])
+            .await
+            .unwrap();
+    });
+}
+
+/// Characters that must never reach the terminal raw from a human listing.
+fn raw_unsafe(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        })
+        .collect()
+}
+
+#[test]
+fn human_listings_escape_bidi_overrides_and_controls_and_json_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "Shop\u{202e}regit\u{9b}2J";
+    let created = admin(
+        dir.path(),
+        &["accounts", "create", "--name", name, "--json"],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let account_id = created["id"].as_str().unwrap();
+    let serial = "SN\u{202e}4321";
+    let model = "Cam\u{1b}[2J\u{200b}";
+    let status = serde_json::json!({ "disk": "ok\u{2066}\u{85}", "note": "a \"b\" \\ c" });
+    enroll_directly(dir.path(), account_id, serial, model, &status.to_string());
+
+    let list = admin(dir.path(), &["recorders", "list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let list = stdout(&list);
+    assert!(raw_unsafe(&list).is_empty(), "{list:?}");
+    assert!(list.contains("SN\\u{202e}4321"), "{list}");
+    assert!(list.contains("Cam\\u{1b}[2J\\u{200b}"), "{list}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&admin(dir.path(), &["recorders", "list", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(json[0]["serial"], serial, "JSON keeps the exact text");
+    assert_eq!(json[0]["model"], model);
+    let id = json[0]["id"].as_str().unwrap();
+
+    let show = admin(dir.path(), &["recorders", "show", id]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let show = stdout(&show);
+    assert!(raw_unsafe(&show).is_empty(), "{show:?}");
+    assert!(
+        show.contains("SN\\u{202e}4321 / Cam\\u{1b}[2J\\u{200b}"),
+        "{show}"
+    );
+    assert!(show.contains("0.1.0\\u{202e}"), "{show}");
+    assert!(show.contains(r#""ok\u2066\u0085""#), "{show}");
+    assert!(show.contains(r#""a \"b\" \\ c""#), "{show}");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&admin(dir.path(), &["recorders", "show", id, "--json"]).stdout)
+            .unwrap();
+    assert_eq!(shown["status"], status);
+
+    let accounts = stdout(&admin(dir.path(), &["accounts", "list"]));
+    assert!(raw_unsafe(&accounts).is_empty(), "{accounts:?}");
+    assert!(
+        accounts.contains("Shop\\u{202e}regit\\u{9b}2J"),
+        "{accounts}"
+    );
+
+    let audit = stdout(&admin(dir.path(), &["audit"]));
+    assert!(raw_unsafe(&audit).is_empty(), "{audit:?}");
+    assert!(audit.contains("recorder.enrolled"), "{audit}");
+    assert!(audit.contains(r"SN\u202e4321"), "{audit}");
+}
+
+/// Runs the binary through `sh` with a umask of 022, as from an admin's shell.
+fn admin_with_umask_022(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every regular file directly in `dir` and in `dir/tls`, with its mode.
+fn file_modes(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    let mut files = Vec::new();
+    for d in [dir.to_owned(), dir.join("tls")] {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let m = mode(&path);
+                files.push((path, m));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let out = admin_with_umask_022(&data, &["accounts", "create", "--name", "Shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&data), 0o700);
+    let files = file_modes(&data);
+    assert!(
+        files.iter().any(|(p, _)| p.ends_with("contera.db")),
+        "{files:?}"
+    );
+    for (path, mode) in &files {
+        assert_eq!(*mode, 0o600, "{}", path.display());
+    }
+
+    // The server, started on a fresh directory: database, WAL and shared memory, the CAs
+    // and the server certificate.
+    let data = parent.path().join("served");
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CONTERA_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    // The line comes before the database and the certificates: wait for the last of them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !data.join("tls/server.pem").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let files = file_modes(&data);
+    let _ = server.kill();
+    let output = server.wait_with_output().unwrap();
+    assert!(
+        line.contains("listening on"),
+        "{line:?} {}",
+        stderr(&output)
+    );
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("tls")), 0o700);
+    for name in [
+        "contera.db",
+        "contera.db-wal",
+        "contera.db-shm",
+        "ca.key",
+        "server.pem",
+    ] {
+        assert!(
+            files.iter().any(|(p, _)| p.ends_with(name)),
+            "{name} missing from {files:?}"
+        );
+    }
+    for (path, mode) in &files {
+        assert_eq!(*mode, 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn an_existing_loose_data_dir_is_tightened_and_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let out = admin_with_umask_022(&data, &["accounts", "create", "--name", "Shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let db = data.join("contera.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = admin_with_umask_022(&data, &["accounts", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let log = stderr(&out);
+    assert!(log.contains(&format!("{}", db.display())), "{log}");
+}
+
+fn id_un() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn last_actor(data_dir: &Path) -> String {
+    let audit: serde_json::Value =
+        serde_json::from_slice(&admin(data_dir, &["audit", "--limit", "1", "--json"]).stdout)
+            .unwrap();
+    audit[0]["actor"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_cli_actor_is_the_real_user_not_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = id_un();
+    assert_ne!(me, "mallory");
+    let out = Command::new(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["accounts", "create", "--name", "Shop"])
+        .env("USER", "mallory")
+        .env("LOGNAME", "mallory")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(last_actor(dir.path()), format!("cli:{me}"));
+
+    // $SUDO_USER names who used sudo only for root; for anyone else it is ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["accounts", "create", "--name", "Shop 2"])
+        .env("USER", "mallory")
+        .env("SUDO_USER", "mallory")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let actor = last_actor(dir.path());
+    if me == "root" {
+        assert_eq!(actor, "cli:root (sudo: mallory)");
+    } else {
+        assert_eq!(actor, format!("cli:{me}"));
+    }
+}
