@@ -228,9 +228,9 @@ pub trait Store: Send + Sync + 'static {
     /// (`recorder.enrolled`/`moved`/`re_enrolled` and `certificate.issued`) are all
     /// committed or none is, so a crash never leaves a recorder without a certificate.
     ///
-    /// New key → new recorder with id `record.recorder_id` (flagged as a possible
-    /// replacement when its serial is enrolled and not revoked in the same account; the
-    /// old row is never changed). Known key → same
+    /// New key → new recorder with id `record.recorder_id`, flagged as a possible
+    /// replacement when its serial is enrolled and not revoked (in the same account
+    /// preferably, else in another one; the old row is never changed). Known key → same
     /// recorder, moved when the account differs. Refuses revoked keys
     /// ([`StoreError::Revoked`]). When the key turns out to belong to another id than the
     /// certificate was signed for (a concurrent enrollment won), nothing is written and

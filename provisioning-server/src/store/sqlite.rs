@@ -280,13 +280,18 @@ impl Store for SqliteStore {
             == 1;
         let actor = format!("code:{}", r.code_public_id);
         let kind = if inserted {
+            // A new key claiming a serial that is enrolled and not revoked is flagged as a
+            // possible replacement of that recorder, whichever account holds it: a device
+            // reinstalled, or re-enrolled with another site's code, is still that device,
+            // and an admin should see it. A match in the same account is named first. The
+            // flag is all: the old row is never moved, revoked or otherwise changed here.
             let replaces: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM recorders WHERE serial = ? AND account_id = ? AND id <> ? \
-                 AND revoked_at IS NULL ORDER BY enrolled_at DESC, id LIMIT 1",
+                "SELECT id FROM recorders WHERE serial = ? AND id <> ? AND revoked_at IS NULL \
+                 ORDER BY account_id = ? DESC, enrolled_at DESC, id LIMIT 1",
             )
             .bind(&r.serial)
-            .bind(&r.account_id)
             .bind(&r.recorder_id)
+            .bind(&r.account_id)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(old) = &replaces {
@@ -829,6 +834,48 @@ mod tests {
         );
         assert_eq!(outcome.recorder.replaces.as_deref(), Some("old"));
         assert_eq!(store.recorder("old").await.unwrap(), old_before);
+    }
+
+    #[tokio::test]
+    async fn a_serial_enrolled_in_another_account_is_flagged_and_the_same_account_wins() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        account(&store, "b").await;
+        store
+            .enroll(&record("in-b", "b", "k1", "S1"))
+            .await
+            .unwrap();
+        let in_b = store.recorder("in-b").await.unwrap();
+
+        // Only another account holds the serial: flagged, and that row is left alone.
+        let outcome = store
+            .enroll(&record("new-a", "a", "k2", "S1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.kind,
+            EnrollKind::New {
+                replaces: Some("in-b".into())
+            }
+        );
+        assert_eq!(store.recorder("in-b").await.unwrap(), in_b);
+
+        // Both accounts hold it (the one in b is newer): the same account's is named.
+        let mut newer_b = record("newer-b", "b", "k3", "S1");
+        newer_b.now = 20;
+        store.enroll(&newer_b).await.unwrap();
+        let mut third = record("third-a", "a", "k4", "S1");
+        third.now = 30;
+        let outcome = store.enroll(&third).await.unwrap();
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("new-a"));
+
+        // A revoked recorder is never named.
+        store.revoke_recorder("new-a", 40, "test").await.unwrap();
+        store.revoke_recorder("third-a", 40, "test").await.unwrap();
+        let mut fourth = record("fourth-a", "a", "k5", "S1");
+        fourth.now = 50;
+        let outcome = store.enroll(&fourth).await.unwrap();
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("newer-b"));
     }
 
     /// Inserts a recorder row the way the old two-transaction enrollment left it when the
