@@ -55,7 +55,9 @@ pub enum CsrError {
     NotCsr,
     #[error("the CSR's signature does not verify against its public key: sign it with the key it carries")]
     BadSignature,
-    #[error("the CSR's key type is not supported: use an ECDSA P-256 or P-384 key, or Ed25519")]
+    /// Checked before the signature, so a key of another type (RSA, P-521, Ed448, …) is
+    /// told what to use instead of being told its signature does not verify.
+    #[error("the CSR's key type is not supported: use an ECDSA P-256 or P-384 key, or an Ed25519 key (RSA, DSA, other curves and Ed448 are refused)")]
     UnsupportedKey,
 }
 
@@ -87,16 +89,18 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses a PEM CSR, checks its self-signature and returns only its public key.
+/// Parses a PEM CSR, checks its key type and then its self-signature, and returns only its
+/// public key. The key type comes first: the signature of an unsupported key type cannot
+/// be verified either, and "use another key type" is the answer that helps.
 pub fn parse_csr(pem: &str) -> Result<RecorderKey, CsrError> {
     let der = CertificateSigningRequestDer::from_pem_slice(pem.as_bytes())
         .map_err(|_| CsrError::NotPem)?;
     let (_, csr) =
         x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
             .map_err(|_| CsrError::NotCsr)?;
-    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     let spki = &csr.certification_request_info.subject_pki;
     let alg = key_algorithm(spki).ok_or(CsrError::UnsupportedKey)?;
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     Ok(RecorderKey {
         raw: spki.subject_public_key.data.to_vec(),
         alg,
@@ -513,6 +517,42 @@ mod tests {
             }
         }
         format!("-----BEGIN {label}-----\n{s}\n-----END {label}-----\n")
+    }
+
+    /// Made with `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-521 -nodes
+    /// -subj /CN=x`: a valid, self-signed CSR whose key type the server does not take.
+    const P521_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIIBTTCBsQIBADAMMQowCAYDVQQDDAF4MIGbMBAGByqGSM49AgEGBSuBBAAjA4GG
+AAQANs/poSvz/m7BBdrcwL5Xup6pAcdK7vuEb/ovuJBKNQx2Li6bDKdAdZGHm3jv
+zHtMrg7/mCtG77FL0BetVNTOz5wB0f1gtUZivUvZzJc6+WPTI6YhAnOJJ9QDXu8D
+IYuirpZvwnI8gM/r8dEr0xFcbHCnXMlBOQQy6Y1bAkllYPAj0SegADAKBggqhkjO
+PQQDAgOBigAwgYYCQWYPg0SRBY0WdbdeyJ3NkmivQMkbJd/+HX6gf+SpZnDG5huC
+s7AGa7H+McVwFNvKtYXQ2/7niGuXpsRISpt+mz35AkFqO2hC6RgcckDaBNzIbD47
+FRR3U8RPt7z+g7rr6V0m3TWqgk5531u2gtD7HKhDW+HbVabHmBbQ588F3+4KRy3/
+xA==
+-----END CERTIFICATE REQUEST-----
+";
+
+    /// Made with `openssl req -new -newkey ed448 -nodes -subj /CN=x`.
+    const ED448_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----
+MIHWMFgCAQAwDDEKMAgGA1UEAwwBeDBDMAUGAytlcQM6AKhqlbpq3QaWyR9Udrkd
++Qwo3xpi/cRhQ6ldQpQiDatZAE70J2nEK4Q22D6eus/kBxt5OPjATKIMAKAAMAUG
+AytlcQNzANdzaA88xhTEw82gbx0MNBNISM/FL645cSxtREJz38XB/Byya5Vgg6g5
+w8wMj67NGfcPIi/ghgE5gC0vpJDpQL4U0r1TosO0tjh8zxIciq/Nv/p025WCjjqO
+E83+eE8MriovO3vyBJYHMp6ZpT6wXBYEAA==
+-----END CERTIFICATE REQUEST-----
+";
+
+    #[test]
+    fn an_unsupported_key_type_is_named_as_such_not_as_a_bad_signature() {
+        for (name, pem) in [("P-521", P521_CSR), ("Ed448", ED448_CSR)] {
+            let err = parse_csr(pem).unwrap_err();
+            assert_eq!(err, CsrError::UnsupportedKey, "{name}");
+            let message = err.to_string();
+            for supported in ["P-256", "P-384", "Ed25519"] {
+                assert!(message.contains(supported), "{name}: {message}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::store::{
 const MAX_FIELD_BYTES: usize = 256;
 /// A recorder counts as online for this many heartbeat intervals after its last one.
 pub const GRACE_INTERVALS: i64 = 3;
+/// How often an enrollment signs and tries to commit when concurrent enrollments of the
+/// same key keep changing which recorder id the key belongs to. Two suffice in practice
+/// (the winner's id does not change again); the third covers a renewal in between.
+const ENROLL_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
@@ -53,6 +57,9 @@ impl From<StoreError> for RecorderError {
         match e {
             StoreError::Revoked => RecorderError::Revoked,
             StoreError::Conflict(m) => RecorderError::Conflict(m),
+            StoreError::EnrollmentRaced { .. } => RecorderError::Conflict(
+                "concurrent enrollments of this key kept racing; enroll again".into(),
+            ),
             other => RecorderError::Store(other),
         }
     }
@@ -223,10 +230,21 @@ impl Recorders {
             accounts::resolve_code(&self.store, &req.registration_code).await?;
         let key = ca::parse_csr(&req.csr_pem)?;
         let now = OffsetDateTime::now_utc();
-        let outcome = self
-            .store
-            .enroll(&EnrollRecord {
-                new_id: uuid::Uuid::new_v4().to_string(),
+        // The certificate's CN is the recorder id, and it is signed before the one
+        // transaction that stores the recorder with it, so a crash never leaves a recorder
+        // without a certificate. The id: the one that holds the key already, else a new one.
+        let mut recorder_id = match self.store.recorder_by_key(&key.fingerprint).await? {
+            Some(existing) if existing.revoked_at.is_some() => return Err(RecorderError::Revoked),
+            Some(existing) => existing.id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let mut attempt = 1;
+        let (outcome, issued) = loop {
+            let issued = self
+                .ca
+                .issue(&key, &recorder_id, self.certificate_lifetime, now)?;
+            let record = EnrollRecord {
+                recorder_id: recorder_id.clone(),
                 account_id: account.id.clone(),
                 key_fingerprint: key.fingerprint.clone(),
                 serial: hw.serial.trim().to_string(),
@@ -235,24 +253,24 @@ impl Recorders {
                 firmware: hw.firmware.clone(),
                 agent_version: req.agent_version.clone(),
                 code_public_id: code_public_id.clone(),
+                cert_serial: issued.serial_hex.clone(),
+                cert_not_after: issued.not_after.unix_timestamp(),
                 now: now.unix_timestamp(),
-            })
-            .await?;
+            };
+            match self.store.enroll(&record).await {
+                Ok(outcome) => break (outcome, issued),
+                // Another enrollment of this key got there first (or the id is taken):
+                // nothing was written; sign for the id the store names and try again.
+                Err(StoreError::EnrollmentRaced { recorder_id: owner })
+                    if attempt < ENROLL_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    recorder_id = owner.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let recorder = outcome.recorder;
-        let issued = self
-            .ca
-            .issue(&key, &recorder.id, self.certificate_lifetime, now)?;
-        self.store
-            .set_certificate(&CertificateRecord {
-                recorder_id: &recorder.id,
-                key_fingerprint: &key.fingerprint,
-                cert_serial: &issued.serial_hex,
-                not_after: issued.not_after.unix_timestamp(),
-                actor: &format!("code:{code_public_id}"),
-                action: "certificate.issued",
-                now: now.unix_timestamp(),
-            })
-            .await?;
         match &outcome.kind {
             EnrollKind::New { replaces: Some(old) } => log::info!(
                 "recorder {} enrolled into account {} with code {code_public_id}; possible replacement of {old}",

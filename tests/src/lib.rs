@@ -66,6 +66,8 @@ pub struct Server {
     /// Network namespace and address it runs in; None: the host's loopback.
     pub netns: Option<(String, String)>,
     pub heartbeat_interval_secs: u32,
+    /// The extra arguments it was started with, given again on a restart.
+    extra_args: Vec<String>,
     child: Option<Child>,
     pub log: PathBuf,
     /// A command the server runs under (e.g. `prlimit --nofile=1024:`), kept for restarts.
@@ -88,12 +90,13 @@ impl Server {
             port: 0,
             netns: None,
             heartbeat_interval_secs,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             log,
             wrapper: Vec::new(),
             args: Vec::new(),
         };
-        server.spawn(0, extra_args);
+        server.spawn(0);
         server
     }
 
@@ -143,12 +146,13 @@ impl Server {
             port: 0,
             netns: Some((netns.to_string(), ip.to_string())),
             heartbeat_interval_secs: 1,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             log,
             wrapper: Vec::new(),
             args: Vec::new(),
         };
-        server.spawn(0, extra_args);
+        server.spawn(0);
         server
     }
 
@@ -184,7 +188,7 @@ impl Server {
         self.dir.path().join("tls/ca.pem")
     }
 
-    fn spawn(&mut self, port: u16, extra_args: &[&str]) {
+    fn spawn(&mut self, port: u16) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -205,7 +209,7 @@ impl Server {
             .arg(format!("{listen_ip}:{port}"))
             .arg("--heartbeat-interval")
             .arg(self.heartbeat_interval_secs.to_string())
-            .args(extra_args)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -253,6 +257,19 @@ impl Server {
         }
     }
 
+    /// Sends SIGKILL without waiting for the process, so it can be called while other
+    /// threads still use the server (e.g. mid-burst of requests). `kill` or `restart`
+    /// reaps it later.
+    pub fn sigkill(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(status.success());
+        }
+    }
+
     /// Stops it with SIGTERM and waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -261,11 +278,11 @@ impl Server {
         }
     }
 
-    /// Starts it again on the same port and data directory.
+    /// Starts it again on the same port and data directory, with the same extra arguments.
     pub fn restart(&mut self) {
         self.kill();
         let port = self.port;
-        self.spawn(port, &[]);
+        self.spawn(port);
         assert_eq!(self.port, port);
     }
 

@@ -153,18 +153,30 @@ fn a_new_key_claiming_an_existing_serial_is_a_possible_replacement() {
 }
 
 #[test]
-fn a_serial_in_another_account_is_never_named_as_replaced() {
+fn a_serial_enrolled_in_another_account_is_flagged_but_never_moved_or_displaced() {
     let server = Server::start();
-    let (_, code_a) = server.create_account("Tenant A", "customer", None);
-    let (_, code_b) = server.create_account("Tenant B", "customer", None);
+    let (account_a, code_a) = server.create_account("Tenant A", "customer", None);
+    let (account_b, code_b) = server.create_account("Tenant B", "customer", None);
     let first = Agent::start(&server, "SHARED-SERIAL");
     let second = Agent::start(&server, "SHARED-SERIAL");
-    first.enroll(&code_a).unwrap();
+    let id_a = first.enroll(&code_a).unwrap()["recorder_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = server.recorder(&id_a);
     let id_b = second.enroll(&code_b).unwrap()["recorder_id"]
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(server.recorder(&id_b)["replaces"], serde_json::Value::Null);
+    assert_ne!(id_a, id_b);
+    assert_eq!(server.recorder(&id_b)["replaces"], id_a.as_str());
+    assert_eq!(server.recorder(&id_b)["account_id"], account_b.as_str());
+    let after = server.recorder(&id_a);
+    assert_eq!(after["account_id"], account_a.as_str());
+    assert_eq!(after["revoked"], false);
+    assert_eq!(after["replaces"], serde_json::Value::Null);
+    assert_eq!(after["certificate_expires"], before["certificate_expires"]);
+    assert_eq!(first.status()["recorder_id"], id_a.as_str());
 }
 
 #[test]

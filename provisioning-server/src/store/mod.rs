@@ -17,6 +17,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("the recorder's key was revoked")]
     Revoked,
+    /// The certificate given to [`Store::enroll`] was signed for an id the key no longer
+    /// maps to: a concurrent enrollment of the same key won the race (`recorder_id` is
+    /// Some: sign for that id), or the key is new but the id it was signed for now holds
+    /// another key (None: sign for a fresh id). Nothing was written; sign again and retry.
+    #[error("the key's recorder changed during enrollment; retry")]
+    EnrollmentRaced { recorder_id: Option<String> },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -100,10 +106,13 @@ impl Recorder {
     }
 }
 
-/// An enrollment to record. `new_id` is used only when the key is new.
+/// An enrollment to record, with the certificate already issued for it, so that the
+/// recorder row, its certificate and the audit rows are committed together or not at all.
 #[derive(Debug, Clone)]
 pub struct EnrollRecord {
-    pub new_id: String,
+    /// The id the certificate was signed for (its CN): the id of the recorder that holds
+    /// the key when it was looked up before signing, or a fresh UUID for a new key.
+    pub recorder_id: String,
     pub account_id: String,
     pub key_fingerprint: String,
     pub serial: String,
@@ -112,6 +121,10 @@ pub struct EnrollRecord {
     pub firmware: Option<String>,
     pub agent_version: String,
     pub code_public_id: String,
+    /// Hex serial of the certificate issued for `recorder_id`.
+    pub cert_serial: String,
+    /// When that certificate expires (Unix seconds).
+    pub cert_not_after: i64,
     pub now: i64,
 }
 
@@ -168,8 +181,25 @@ pub struct CertificateRecord<'a> {
     pub now: i64,
 }
 
-/// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`.
+/// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`, `server`.
 pub type Actor<'a> = &'a str;
+
+/// An audit entry the server writes on its own account (not as part of a change it
+/// records), e.g. failed enrollments per code counted over a period and written as one
+/// row, so that a flood of bad attempts cannot grow the log by one row per request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub account_id: Option<String>,
+    pub recorder_id: Option<String>,
+    /// Free-form details; stored as JSON text.
+    pub detail: serde_json::Value,
+}
+
+/// The audit action written when recorder rows left without a certificate are removed.
+pub const INCOMPLETE_REMOVED_ACTION: &str = "recorder.incomplete_removed";
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -193,12 +223,33 @@ pub trait Store: Send + Sync + 'static {
         actor: Actor<'_>,
     ) -> Result<(), StoreError>;
     async fn code(&self, public_id: &str) -> Result<Option<StoredCode>, StoreError>;
-    /// Enrolls by key: new key → new recorder (flagged as a replacement when its serial is
-    /// taken), known key → same recorder, moved when the account differs. Race-free for
-    /// concurrent enrollments of one key. Refuses revoked keys.
+    /// Enrolls by key, in one transaction with the certificate already issued for
+    /// `record.recorder_id`: the recorder row, its certificate and the audit rows
+    /// (`recorder.enrolled`/`moved`/`re_enrolled` and `certificate.issued`) are all
+    /// committed or none is, so a crash never leaves a recorder without a certificate.
+    ///
+    /// New key → new recorder with id `record.recorder_id`, flagged as a possible
+    /// replacement when its serial is enrolled and not revoked (in the same account
+    /// preferably, else in another one; the old row is never changed). Known key → same
+    /// recorder, moved when the account differs. Refuses revoked keys
+    /// ([`StoreError::Revoked`]). When the key turns out to belong to another id than the
+    /// certificate was signed for (a concurrent enrollment won), nothing is written and
+    /// [`StoreError::EnrollmentRaced`] says which id to sign for instead.
     async fn enroll(&self, record: &EnrollRecord) -> Result<EnrollOutcome, StoreError>;
-    /// Records the certificate just issued to a recorder (and its key, which may be new).
+    /// The recorder that holds this key, if any (revoked or not).
+    async fn recorder_by_key(&self, key_fingerprint: &str) -> Result<Option<Recorder>, StoreError>;
+    /// Records a certificate issued to an existing recorder on renewal (and its key, which
+    /// may be new).
     async fn set_certificate(&self, issued: &CertificateRecord<'_>) -> Result<(), StoreError>;
+    /// Deletes recorder rows that have no certificate and are not revoked, which only an
+    /// enrollment interrupted between its two transactions (before enrollment became one
+    /// transaction) can leave; a client that then made a new key would leave them forever.
+    /// Clears `replaces` pointers to them and writes one audit row naming them
+    /// ([`INCOMPLETE_REMOVED_ACTION`]), all in one transaction. Call at start, before
+    /// serving. Returns how many rows were removed.
+    async fn remove_incomplete_enrollments(&self, now: i64) -> Result<usize, StoreError>;
+    /// Appends audit entries written by the server itself, all in one transaction.
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> Result<(), StoreError>;
     async fn recorder(&self, id: &str) -> Result<Option<Recorder>, StoreError>;
     async fn recorders(&self, account_id: Option<&str>) -> Result<Vec<Recorder>, StoreError>;
     /// Marks a recorder revoked; returns false when it already was.

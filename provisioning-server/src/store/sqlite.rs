@@ -255,13 +255,14 @@ impl Store for SqliteStore {
     async fn enroll(&self, r: &EnrollRecord) -> Result<EnrollOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The write comes first so the transaction holds the write lock from its start:
-        // two racing enrollments of one key serialise here and the loser sees the row.
+        // two racing enrollments of one key serialise here and the loser sees the row. It
+        // does nothing when the key (or the id) is taken already.
         let inserted = sqlx::query(
             "INSERT INTO recorders (id, account_id, key_fingerprint, serial, mac, model, firmware, \
-             agent_version, enrolled_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (key_fingerprint) DO NOTHING",
+             agent_version, enrolled_at, updated_at, cert_serial, cert_not_after) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
-        .bind(&r.new_id)
+        .bind(&r.recorder_id)
         .bind(&r.account_id)
         .bind(&r.key_fingerprint)
         .bind(&r.serial)
@@ -271,25 +272,32 @@ impl Store for SqliteStore {
         .bind(&r.agent_version)
         .bind(r.now)
         .bind(r.now)
+        .bind(&r.cert_serial)
+        .bind(r.cert_not_after)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
         let actor = format!("code:{}", r.code_public_id);
         let kind = if inserted {
+            // A new key claiming a serial that is enrolled and not revoked is flagged as a
+            // possible replacement of that recorder, whichever account holds it: a device
+            // reinstalled, or re-enrolled with another site's code, is still that device,
+            // and an admin should see it. A match in the same account is named first. The
+            // flag is all: the old row is never moved, revoked or otherwise changed here.
             let replaces: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM recorders WHERE serial = ? AND account_id = ? AND id <> ? \
-                 AND revoked_at IS NULL ORDER BY enrolled_at DESC, id LIMIT 1",
+                "SELECT id FROM recorders WHERE serial = ? AND id <> ? AND revoked_at IS NULL \
+                 ORDER BY account_id = ? DESC, enrolled_at DESC, id LIMIT 1",
             )
             .bind(&r.serial)
+            .bind(&r.recorder_id)
             .bind(&r.account_id)
-            .bind(&r.new_id)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(old) = &replaces {
                 sqlx::query("UPDATE recorders SET replaces = ? WHERE id = ?")
                     .bind(old)
-                    .bind(&r.new_id)
+                    .bind(&r.recorder_id)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -299,23 +307,32 @@ impl Store for SqliteStore {
                 &actor,
                 "recorder.enrolled",
                 Some(&r.account_id),
-                Some(&r.new_id),
+                Some(&r.recorder_id),
                 serde_json::json!({ "serial": r.serial, "model": r.model, "replaces": replaces }),
             )
             .await?;
             EnrollKind::New { replaces }
         } else {
-            let existing = recorder_by(&mut tx, "key_fingerprint", &r.key_fingerprint)
-                .await?
-                .ok_or_else(|| {
-                    StoreError::Conflict("recorder vanished during enrollment".into())
-                })?;
+            // Returning early drops the transaction, which rolls it back.
+            let Some(existing) =
+                recorder_by(&mut tx, "key_fingerprint", &r.key_fingerprint).await?
+            else {
+                // The key is new, but the id the certificate was signed for holds another
+                // key now (that recorder renewed with a new key since the lookup).
+                return Err(StoreError::EnrollmentRaced { recorder_id: None });
+            };
             if existing.revoked_at.is_some() {
                 return Err(StoreError::Revoked);
             }
+            if existing.id != r.recorder_id {
+                // A concurrent enrollment of this key committed first, under another id.
+                return Err(StoreError::EnrollmentRaced {
+                    recorder_id: Some(existing.id),
+                });
+            }
             sqlx::query(
                 "UPDATE recorders SET account_id = ?, serial = ?, mac = ?, model = ?, firmware = ?, \
-                 agent_version = ?, updated_at = ? WHERE id = ?",
+                 agent_version = ?, cert_serial = ?, cert_not_after = ?, updated_at = ? WHERE id = ?",
             )
             .bind(&r.account_id)
             .bind(&r.serial)
@@ -323,6 +340,8 @@ impl Store for SqliteStore {
             .bind(&r.model)
             .bind(&r.firmware)
             .bind(&r.agent_version)
+            .bind(&r.cert_serial)
+            .bind(r.cert_not_after)
             .bind(r.now)
             .bind(&existing.id)
             .execute(&mut *tx)
@@ -355,11 +374,83 @@ impl Store for SqliteStore {
                 EnrollKind::Again
             }
         };
-        let recorder = recorder_by(&mut tx, "key_fingerprint", &r.key_fingerprint)
+        audit(
+            &mut tx,
+            r.now,
+            &actor,
+            "certificate.issued",
+            None,
+            Some(&r.recorder_id),
+            serde_json::json!({ "cert_serial": r.cert_serial, "not_after": r.cert_not_after }),
+        )
+        .await?;
+        let recorder = recorder_by(&mut tx, "id", &r.recorder_id)
             .await?
             .ok_or_else(|| StoreError::Conflict("recorder vanished during enrollment".into()))?;
         tx.commit().await?;
         Ok(EnrollOutcome { recorder, kind })
+    }
+
+    async fn recorder_by_key(&self, key_fingerprint: &str) -> Result<Option<Recorder>, StoreError> {
+        let sql = format!("SELECT {RECORDER_COLUMNS} FROM recorders WHERE key_fingerprint = ?");
+        let row = sqlx::query(&sql)
+            .bind(key_fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(recorder_from_row).transpose()?)
+    }
+
+    async fn remove_incomplete_enrollments(&self, now: i64) -> Result<usize, StoreError> {
+        const INCOMPLETE: &str =
+            "SELECT id FROM recorders WHERE cert_serial IS NULL AND revoked_at IS NULL";
+        let mut tx = self.pool.begin().await?;
+        // A write first, so the transaction holds the write lock before it reads.
+        sqlx::query(&format!(
+            "UPDATE recorders SET replaces = NULL WHERE replaces IN ({INCOMPLETE})"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let removed: Vec<String> = sqlx::query_scalar(&format!(
+            "DELETE FROM recorders WHERE id IN ({INCOMPLETE}) RETURNING id"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        audit(
+            &mut tx,
+            now,
+            "server",
+            INCOMPLETE_REMOVED_ACTION,
+            None,
+            None,
+            serde_json::json!({ "recorder_ids": removed }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(removed.len())
+    }
+
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            audit(
+                &mut tx,
+                e.at,
+                &e.actor,
+                &e.action,
+                e.account_id.as_deref(),
+                e.recorder_id.as_deref(),
+                e.detail.clone(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_certificate(&self, c: &CertificateRecord<'_>) -> Result<(), StoreError> {
@@ -564,5 +655,327 @@ async fn insert_code(
             format!("registration code id {public_id} is taken"),
         )),
         other => other.map(|_| ()).map_err(StoreError::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    async fn account(store: &SqliteStore, id: &str) {
+        let account = Account {
+            id: id.to_string(),
+            name: id.to_string(),
+            kind: AccountKind::Customer,
+            parent_id: None,
+            code_public_id: None,
+            created_at: 1,
+        };
+        store
+            .create_account(&account, &format!("C{id}"), &[0; 32], "test")
+            .await
+            .unwrap();
+    }
+
+    fn record(id: &str, account: &str, key: &str, serial: &str) -> EnrollRecord {
+        EnrollRecord {
+            recorder_id: id.to_string(),
+            account_id: account.to_string(),
+            key_fingerprint: key.to_string(),
+            serial: serial.to_string(),
+            mac: None,
+            model: "NV-16".into(),
+            firmware: None,
+            agent_version: "test".into(),
+            code_public_id: format!("C{account}"),
+            cert_serial: format!("serial-of-{id}-{key}"),
+            cert_not_after: 1000,
+            now: 10,
+        }
+    }
+
+    async fn actions(store: &SqliteStore) -> Vec<String> {
+        let mut all: Vec<String> = store
+            .audit_log(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        all.reverse();
+        all
+    }
+
+    #[tokio::test]
+    async fn enrollment_stores_the_recorder_its_certificate_and_both_audit_rows_together() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        let outcome = store.enroll(&record("r1", "a", "k1", "S1")).await.unwrap();
+        assert_eq!(outcome.kind, EnrollKind::New { replaces: None });
+        assert_eq!(outcome.recorder.id, "r1");
+        assert_eq!(
+            outcome.recorder.cert_serial.as_deref(),
+            Some("serial-of-r1-k1")
+        );
+        assert_eq!(outcome.recorder.cert_not_after, Some(1000));
+        assert_eq!(
+            actions(&store).await,
+            ["account.created", "recorder.enrolled", "certificate.issued"]
+        );
+
+        // Again with the same key: same row, the new certificate recorded with it.
+        let mut again = record("r1", "a", "k1", "S1");
+        again.cert_serial = "second".into();
+        again.cert_not_after = 2000;
+        let outcome = store.enroll(&again).await.unwrap();
+        assert_eq!(outcome.kind, EnrollKind::Again);
+        assert_eq!(outcome.recorder.cert_serial.as_deref(), Some("second"));
+        assert_eq!(outcome.recorder.cert_not_after, Some(2000));
+        assert_eq!(
+            actions(&store).await[3..],
+            ["recorder.re_enrolled", "certificate.issued"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_enrolled_under_another_id_writes_nothing_and_names_that_id() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        account(&store, "b").await;
+        store
+            .enroll(&record("winner", "a", "k1", "S1"))
+            .await
+            .unwrap();
+        let before = store.recorders(None).await.unwrap();
+        let audit_before = actions(&store).await;
+
+        // The loser of a race signed for its own fresh id, here even with another
+        // account's code: nothing may change, and the store names the id to sign for.
+        let err = store
+            .enroll(&record("loser", "b", "k1", "S1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::EnrollmentRaced { recorder_id: Some(id) } if id == "winner"),
+            "{err:?}"
+        );
+        assert_eq!(store.recorders(None).await.unwrap(), before);
+        assert_eq!(actions(&store).await, audit_before);
+
+        // Signed again for the winner's id, it moves the recorder, audited.
+        let outcome = store
+            .enroll(&record("winner", "b", "k1", "S1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.kind,
+            EnrollKind::Moved {
+                from_account: "a".into()
+            }
+        );
+        assert_eq!(store.recorders(None).await.unwrap().len(), 1);
+        assert_eq!(
+            actions(&store).await[audit_before.len()..],
+            ["recorder.moved", "certificate.issued"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_key_signed_for_an_id_that_now_holds_another_key_is_told_to_take_a_new_id() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        store.enroll(&record("r1", "a", "k1", "S1")).await.unwrap();
+        let err = store
+            .enroll(&record("r1", "a", "k2", "S1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::EnrollmentRaced { recorder_id: None }),
+            "{err:?}"
+        );
+        assert_eq!(store.recorders(None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_refused_and_nothing_is_written() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        store.enroll(&record("r1", "a", "k1", "S1")).await.unwrap();
+        assert!(store.revoke_recorder("r1", 20, "test").await.unwrap());
+        let before = store.recorders(None).await.unwrap();
+        let audit_before = actions(&store).await;
+        let err = store
+            .enroll(&record("r1", "a", "k1", "S1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Revoked), "{err:?}");
+        assert_eq!(store.recorders(None).await.unwrap(), before);
+        assert_eq!(actions(&store).await, audit_before);
+    }
+
+    #[tokio::test]
+    async fn a_new_key_with_an_enrolled_serial_in_the_same_account_is_flagged_only() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        store.enroll(&record("old", "a", "k1", "S1")).await.unwrap();
+        let old_before = store.recorder("old").await.unwrap();
+        let outcome = store.enroll(&record("new", "a", "k2", "S1")).await.unwrap();
+        assert_eq!(
+            outcome.kind,
+            EnrollKind::New {
+                replaces: Some("old".into())
+            }
+        );
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("old"));
+        assert_eq!(store.recorder("old").await.unwrap(), old_before);
+    }
+
+    #[tokio::test]
+    async fn a_serial_enrolled_in_another_account_is_flagged_and_the_same_account_wins() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        account(&store, "b").await;
+        store
+            .enroll(&record("in-b", "b", "k1", "S1"))
+            .await
+            .unwrap();
+        let in_b = store.recorder("in-b").await.unwrap();
+
+        // Only another account holds the serial: flagged, and that row is left alone.
+        let outcome = store
+            .enroll(&record("new-a", "a", "k2", "S1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome.kind,
+            EnrollKind::New {
+                replaces: Some("in-b".into())
+            }
+        );
+        assert_eq!(store.recorder("in-b").await.unwrap(), in_b);
+
+        // Both accounts hold it (the one in b is newer): the same account's is named.
+        let mut newer_b = record("newer-b", "b", "k3", "S1");
+        newer_b.now = 20;
+        store.enroll(&newer_b).await.unwrap();
+        let mut third = record("third-a", "a", "k4", "S1");
+        third.now = 30;
+        let outcome = store.enroll(&third).await.unwrap();
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("new-a"));
+
+        // A revoked recorder is never named.
+        store.revoke_recorder("new-a", 40, "test").await.unwrap();
+        store.revoke_recorder("third-a", 40, "test").await.unwrap();
+        let mut fourth = record("fourth-a", "a", "k5", "S1");
+        fourth.now = 50;
+        let outcome = store.enroll(&fourth).await.unwrap();
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("newer-b"));
+    }
+
+    /// Inserts a recorder row the way the old two-transaction enrollment left it when the
+    /// server died between its transactions: no certificate.
+    async fn insert_without_certificate(store: &SqliteStore, id: &str, key: &str) {
+        sqlx::query(
+            "INSERT INTO recorders (id, account_id, key_fingerprint, serial, model, enrolled_at, \
+             updated_at) VALUES (?, 'a', ?, 'S1', 'NV-16', 5, 5)",
+        )
+        .bind(id)
+        .bind(key)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn recorders_left_without_a_certificate_are_removed_in_one_audited_step() {
+        let (dir, store) = store().await;
+        account(&store, "a").await;
+        insert_without_certificate(&store, "orphan", "k-orphan").await;
+        insert_without_certificate(&store, "revoked-orphan", "k-revoked").await;
+        sqlx::query("UPDATE recorders SET revoked_at = 6 WHERE id = 'revoked-orphan'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        // A complete recorder enrolled later with the same serial points at the orphan.
+        let outcome = store
+            .enroll(&record("complete", "a", "k1", "S1"))
+            .await
+            .unwrap();
+        assert_eq!(outcome.recorder.replaces.as_deref(), Some("orphan"));
+
+        assert_eq!(store.remove_incomplete_enrollments(100).await.unwrap(), 1);
+        let left: Vec<String> = store
+            .recorders(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, ["revoked-orphan", "complete"]);
+        let complete = store.recorder("complete").await.unwrap().unwrap();
+        assert_eq!(complete.replaces, None, "no pointer to a removed row");
+        let entry = store.audit_log(1).await.unwrap().remove(0);
+        assert_eq!(entry.action, INCOMPLETE_REMOVED_ACTION);
+        assert_eq!(entry.actor, "server");
+        assert_eq!(entry.at, 100);
+        let detail: serde_json::Value = serde_json::from_str(&entry.detail).unwrap();
+        assert_eq!(detail, serde_json::json!({ "recorder_ids": ["orphan"] }));
+        // The key is free again: the client that kept it can enroll.
+        assert!(store.recorder_by_key("k-orphan").await.unwrap().is_none());
+
+        // Nothing left to remove: no change, no audit row; and it survives a reopen.
+        let audit_len = store.audit_log(1000).await.unwrap().len();
+        assert_eq!(store.remove_incomplete_enrollments(200).await.unwrap(), 0);
+        assert_eq!(store.audit_log(1000).await.unwrap().len(), audit_len);
+        drop(store);
+        let reopened = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        assert_eq!(reopened.recorders(None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn server_audit_entries_are_appended_in_order_with_their_fields() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        let entries = vec![
+            NewAuditEntry {
+                at: 50,
+                actor: "server".into(),
+                action: "enrollment.failed".into(),
+                account_id: Some("a".into()),
+                recorder_id: None,
+                detail: serde_json::json!({ "code_public_id": "Ca", "count": 17 }),
+            },
+            NewAuditEntry {
+                at: 51,
+                actor: "server".into(),
+                action: "enrollment.failed".into(),
+                account_id: None,
+                recorder_id: Some("r9".into()),
+                detail: serde_json::json!({ "count": 1 }),
+            },
+        ];
+        store.append_audit(&entries).await.unwrap();
+        store.append_audit(&[]).await.unwrap();
+        let mut written = store.audit_log(2).await.unwrap();
+        written.reverse();
+        let got: Vec<NewAuditEntry> = written
+            .into_iter()
+            .map(|e| NewAuditEntry {
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                account_id: e.account_id,
+                recorder_id: e.recorder_id,
+                detail: serde_json::from_str(&e.detail).unwrap(),
+            })
+            .collect();
+        assert_eq!(got, entries);
+        assert_eq!(store.audit_log(1000).await.unwrap().len(), 3);
     }
 }
