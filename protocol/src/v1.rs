@@ -9,6 +9,9 @@ pub const API_PREFIX: &str = "/api/v1";
 pub const ENROLL_PATH: &str = "/api/v1/enroll";
 /// `POST`, mutual TLS: the recorder is alive; the answer carries instructions.
 pub const HEARTBEAT_PATH: &str = "/api/v1/heartbeat";
+/// `POST`: a registration code in, the name of the account it enrolls into out, so the
+/// installer can confirm before anything is committed. Rate-limited like enroll.
+pub const ENROLL_PREVIEW_PATH: &str = "/api/v1/enroll/preview";
 /// `POST`, mutual TLS: a fresh CSR in, a new certificate out.
 pub const RENEW_PATH: &str = "/api/v1/renew";
 /// `POST`, mutual TLS: the agent is stopping cleanly; show the recorder offline now.
@@ -39,6 +42,31 @@ impl std::fmt::Debug for EnrollRequest {
             .field("agent_version", &self.agent_version)
             .finish()
     }
+}
+
+/// `POST /api/v1/enroll/preview`. `Debug` hides the registration code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollPreviewRequest {
+    /// As typed, like [`EnrollRequest::registration_code`].
+    pub registration_code: String,
+}
+
+impl std::fmt::Debug for EnrollPreviewRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollPreviewRequest")
+            .field("registration_code", &"***")
+            .finish()
+    }
+}
+
+/// The account a valid code enrolls into, by name only (and its parent's name, which is
+/// how installers know it: "Store 12 (Acme Integrators)"). Nothing else is disclosed:
+/// the code's holder may enroll there anyway, and learns no ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollPreviewResponse {
+    pub account_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_name: Option<String>,
 }
 
 /// What the recorder says it is. Informational: the recorder's identity is its key.

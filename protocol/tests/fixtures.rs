@@ -97,3 +97,11 @@ fn debug_output_of_an_enrollment_hides_the_code() {
     assert!(!debug.contains("2M9X"), "{debug}");
     assert!(debug.contains("NVR-0001"));
 }
+
+#[test]
+fn enroll_preview_fixtures_round_trip() {
+    let req: EnrollPreviewRequest = round_trip("enroll_preview_request.json");
+    assert!(!format!("{req:?}").contains("K7QD"), "Debug hides the code");
+    let resp: EnrollPreviewResponse = round_trip("enroll_preview_response.json");
+    assert_eq!(resp.parent_name.as_deref(), Some("Acme Integrators"));
+}

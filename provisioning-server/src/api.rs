@@ -14,14 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use contera_protocol::v1::{
-    EnrollRequest, GoodbyeRequest, HeartbeatRequest, RenewRequest, ENROLL_PATH, GOODBYE_PATH,
-    HEALTH_PATH, HEARTBEAT_PATH, MAX_BODY_BYTES, RENEW_PATH,
+    EnrollPreviewRequest, EnrollPreviewResponse, EnrollRequest, GoodbyeRequest, HeartbeatRequest,
+    RenewRequest, ENROLL_PATH, ENROLL_PREVIEW_PATH, GOODBYE_PATH, HEALTH_PATH, HEARTBEAT_PATH,
+    MAX_BODY_BYTES, RENEW_PATH,
 };
 use contera_protocol::{ErrorBody, ErrorCode, RegistrationCode};
 use http_body_util::BodyExt;
 use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
+use crate::accounts;
 use crate::limits::{EnrollLimits, FailedAttempts, Refused};
 use crate::recorders::{RecorderError, Recorders};
 
@@ -58,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health))
         .route(ENROLL_PATH, post(enroll))
+        .route(ENROLL_PREVIEW_PATH, post(enroll_preview))
         .route(HEARTBEAT_PATH, post(heartbeat))
         .route(RENEW_PATH, post(renew))
         .route(GOODBYE_PATH, post(goodbye))
@@ -82,7 +85,8 @@ async fn not_found() -> ApiError {
 /// Counts an enrollment attempt against its address and the global allowance before its
 /// body is read, so malformed and oversized attempts count too.
 async fn enroll_gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if req.method() == Method::POST && req.uri().path() == ENROLL_PATH {
+    let path = req.uri().path();
+    if req.method() == Method::POST && (path == ENROLL_PATH || path == ENROLL_PREVIEW_PATH) {
         if let Some(PeerAddr(peer)) = req.extensions().get::<PeerAddr>() {
             if let Err(refused) = state.enroll_limits.check_client(peer.ip()) {
                 return ApiError::refused(refused).into_response();
@@ -92,15 +96,10 @@ async fn enroll_gate(State(state): State<Arc<AppState>>, req: Request, next: Nex
     next.run(req).await
 }
 
-async fn enroll(
-    State(state): State<Arc<AppState>>,
-    Extension(PeerAddr(peer)): Extension<PeerAddr>,
-    ApiJson(req): ApiJson<EnrollRequest>,
-) -> Result<Json<contera_protocol::v1::EnrollResponse>, ApiError> {
-    // A code that fails its check symbol is refused without a lookup, so only codes
-    // that could be right count against their public id.
-    let public_id = req
-        .registration_code
+/// Counts an attempt against the code's public id. A code that fails its check symbol is
+/// refused without a lookup, so only codes that could be right count; returns the id.
+fn check_code_limit(state: &AppState, typed: &str) -> Result<Option<String>, ApiError> {
+    let public_id = typed
         .parse::<RegistrationCode>()
         .ok()
         .map(|code| code.public_id());
@@ -110,18 +109,65 @@ async fn enroll(
             .check_code(public_id)
             .map_err(ApiError::refused)?;
     }
+    Ok(public_id)
+}
+
+/// Counts a wrong or unknown code for the audit log's aggregate.
+fn record_failed_code(state: &AppState, public_id: Option<&str>, peer: SocketAddr) {
+    state.failed_attempts.record(
+        public_id.unwrap_or("(mistyped)"),
+        peer.ip(),
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+}
+
+async fn enroll(
+    State(state): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<Json<contera_protocol::v1::EnrollResponse>, ApiError> {
+    let public_id = check_code_limit(&state, &req.registration_code)?;
     match state.recorders.enroll(req).await {
         Ok(answer) => Ok(Json(answer)),
         Err(e @ RecorderError::InvalidCode) => {
-            state.failed_attempts.record(
-                public_id.as_deref().unwrap_or("(mistyped)"),
-                peer.ip(),
-                time::OffsetDateTime::now_utc().unix_timestamp(),
-            );
+            record_failed_code(&state, public_id.as_deref(), peer);
             Err(e.into())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Which account a code enrolls into, before anything is committed: the same checks,
+/// limits and answers for a bad code as enrollment, and only names in the answer.
+async fn enroll_preview(
+    State(state): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
+    ApiJson(req): ApiJson<EnrollPreviewRequest>,
+) -> Result<Json<EnrollPreviewResponse>, ApiError> {
+    let public_id = check_code_limit(&state, &req.registration_code)?;
+    let store = &state.recorders.store;
+    let (account, _) = match accounts::resolve_code(store, &req.registration_code).await {
+        Ok(found) => found,
+        Err(e) => {
+            let e = RecorderError::from(e);
+            if matches!(e, RecorderError::InvalidCode) {
+                record_failed_code(&state, public_id.as_deref(), peer);
+            }
+            return Err(e.into());
+        }
+    };
+    let parent_name = match &account.parent_id {
+        Some(parent) => store
+            .account(parent)
+            .await
+            .map_err(RecorderError::from)?
+            .map(|p| p.name),
+        None => None,
+    };
+    Ok(Json(EnrollPreviewResponse {
+        account_name: account.name,
+        parent_name,
+    }))
 }
 
 async fn heartbeat(

@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// signature, so a storm is answered 429 quickly instead of queueing into timeouts.
     #[serde(default = "default_enroll_attempts_total_per_minute")]
     pub enroll_attempts_total_per_minute: u32,
+    /// Failed enrollment attempts (wrong or unknown codes) are written to the audit log as
+    /// one row per code public id and period of this many seconds, not one per attempt.
+    #[serde(default = "default_failed_attempts_audit_secs")]
+    pub failed_attempts_audit_secs: u64,
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
@@ -112,6 +116,9 @@ fn default_enroll_attempts_per_code_per_minute() -> u32 {
 }
 fn default_enroll_attempts_total_per_minute() -> u32 {
     30_000
+}
+fn default_failed_attempts_audit_secs() -> u64 {
+    60
 }
 fn default_max_connections() -> usize {
     20_000
@@ -218,6 +225,12 @@ impl ServerConfig {
             if value == 0 {
                 problems.push(format!("{key} = 0: use at least 1"));
             }
+        }
+        if !(1..=3600).contains(&self.failed_attempts_audit_secs) {
+            problems.push(format!(
+                "failed_attempts_audit_secs = {}: use a value from 1 to 3600",
+                self.failed_attempts_audit_secs
+            ));
         }
         if self.max_connections_per_address == 0 {
             problems.push("max_connections_per_address = 0: use at least 1".into());

@@ -99,6 +99,23 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_unit_allows_the_default_max_connections_and_the_reserve() {
+        let unit = include_str!("../../packaging/contera-provisioning.service");
+        let limit: u64 = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .expect("the unit sets LimitNOFILE=")
+            .trim()
+            .parse()
+            .unwrap();
+        let default = crate::config::ServerConfig::default().max_connections;
+        assert_eq!(
+            connection_budget(default, limit),
+            ConnectionBudget::Fits(default)
+        );
+    }
+
+    #[test]
     fn raising_the_soft_limit_never_lowers_it() {
         let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
         let limit = raise_soft_limit().unwrap();

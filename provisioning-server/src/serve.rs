@@ -22,7 +22,7 @@ use crate::connection;
 use crate::descriptors::{self, ConnectionBudget};
 use crate::limits::{ConnectionSlots, EnrollLimits};
 use crate::recorders::{PresenceBuffer, Recorders};
-use crate::store::{SqliteStore, Store};
+use crate::store::{NewAuditEntry, SqliteStore, Store};
 
 /// How long open connections may finish their requests once shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +102,17 @@ pub async fn launch(
             .await
             .with_context(|| format!("opening database {}", config.database_path().display()))?,
     );
+    // Only at start, before serving: rows an interrupted enrollment of an older version
+    // left without a certificate were never answered 200 and can never be used.
+    let removed = store
+        .remove_incomplete_enrollments(time::OffsetDateTime::now_utc().unix_timestamp())
+        .await
+        .context("removing recorders left without a certificate")?;
+    if removed > 0 {
+        log::warn!(
+            "removed {removed} recorder rows left without a certificate by an interrupted enrollment"
+        );
+    }
     let pki = Pki::load_or_create(
         &Pki::tls_dir(&config.data_dir),
         &certificate_names(&config, local),
@@ -129,6 +140,7 @@ pub async fn launch(
     let flusher = tokio::spawn(flush_presence(
         state.clone(),
         Duration::from_millis(config.presence_flush_millis),
+        Duration::from_secs(config.failed_attempts_audit_secs),
         shutdown.clone(),
     ));
 
@@ -251,9 +263,15 @@ pub async fn launch(
     Ok(())
 }
 
-async fn flush_presence(state: Arc<AppState>, every: Duration, shutdown: CancellationToken) {
+async fn flush_presence(
+    state: Arc<AppState>,
+    every: Duration,
+    audit_every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_audit = tokio::time::Instant::now();
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -270,10 +288,58 @@ async fn flush_presence(state: Arc<AppState>, every: Duration, shutdown: Cancell
                 state.recorders.presence.pending()
             );
         }
+        if stopping || last_audit.elapsed() >= audit_every {
+            last_audit = tokio::time::Instant::now();
+            audit_failed_attempts(&state).await;
+        }
         state.enroll_limits.retain_recent();
         state.recorders.renew_limiter.retain_recent();
         if stopping {
             return;
+        }
+    }
+}
+
+/// Writes the failed enrollment attempts counted since the last call: one audit row per
+/// code public id, with the count, the period and how many addresses tried. Put back and
+/// retried on the next period when the database refuses.
+async fn audit_failed_attempts(state: &AppState) {
+    let taken = state.failed_attempts.take();
+    if taken.is_empty() {
+        return;
+    }
+    let store = state.recorders.store.as_ref();
+    let mut entries = Vec::with_capacity(taken.len());
+    for (public_id, tally) in &taken {
+        // Known codes are audited in their account; unknown ids stay account-less.
+        let account_id = match store.code(public_id).await {
+            Ok(found) => found.map(|code| code.account_id),
+            Err(_) => None,
+        };
+        entries.push(NewAuditEntry {
+            at: tally.last_at,
+            actor: "server".to_string(),
+            action: "code.failed_attempts".to_string(),
+            account_id,
+            recorder_id: None,
+            detail: serde_json::json!({
+                "code_public_id": public_id,
+                "failures": tally.failures,
+                "addresses": tally.addresses.len(),
+                "from": tally.first_at,
+                "until": tally.last_at,
+            }),
+        });
+    }
+    let total: u64 = taken.iter().map(|(_, t)| t.failures).sum();
+    match store.append_audit(&entries).await {
+        Ok(()) => log::warn!(
+            "{total} failed enrollment attempts on {} registration code id(s) since the last report; see the audit log (code.failed_attempts)",
+            entries.len()
+        ),
+        Err(e) => {
+            log::warn!("writing failed enrollment attempts to the audit log failed (will retry): {e}");
+            state.failed_attempts.restore(taken);
         }
     }
 }

@@ -158,7 +158,7 @@ fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str,
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let outcome = store
             .enroll(&EnrollRecord {
-                new_id: uuid::Uuid::new_v4().to_string(),
+                recorder_id: uuid::Uuid::new_v4().to_string(),
                 account_id: account_id.into(),
                 key_fingerprint: "f".repeat(64),
                 serial: serial.into(),
@@ -167,6 +167,8 @@ fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str,
                 firmware: Some("1.0".into()),
                 agent_version: "0.1.0\u{202e}".into(),
                 code_public_id: "test".into(),
+                cert_serial: "01".into(),
+                cert_not_after: now + 86_400,
                 now,
             })
             .await

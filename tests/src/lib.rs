@@ -118,12 +118,13 @@ impl Server {
             port: 0,
             netns: None,
             heartbeat_interval_secs,
+            extra_args: Vec::new(),
             child: None,
             log,
             wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
             args,
         };
-        server.spawn(0, &[]);
+        server.spawn(0);
         server
     }
 
