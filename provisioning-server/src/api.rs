@@ -54,8 +54,8 @@ impl AppState {
 }
 
 /// Every route the server has. Around them, from the outside in: every error answer in
-/// the one error shape, the enrollment limits that need no body, and the body read in
-/// whole (bounded) before any handler or fallback runs.
+/// the one error shape; the body read in whole (bounded) before anything answers, so no
+/// answer races the client's upload; the enrollment limits that need no parsing.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(HEALTH_PATH, get(health))
@@ -65,8 +65,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(RENEW_PATH, post(renew))
         .route(GOODBYE_PATH, post(goodbye))
         .fallback(not_found)
-        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn_with_state(state.clone(), enroll_gate))
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::map_response(error_shape))
         .with_state(state)
 }
@@ -83,7 +83,7 @@ async fn not_found() -> ApiError {
 }
 
 /// Counts an enrollment attempt against its address and the global allowance before its
-/// body is read, so malformed and oversized attempts count too.
+/// body is parsed, so malformed attempts count too.
 async fn enroll_gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if req.method() == Method::POST && (path == ENROLL_PATH || path == ENROLL_PREVIEW_PATH) {

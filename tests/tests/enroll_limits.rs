@@ -49,7 +49,7 @@ fn error_code(body: &str) -> String {
 fn many_source_addresses_cannot_exceed_the_per_code_limit() {
     let server = Server::start_configured(
         1,
-        "enroll_attempts_per_code_per_minute = 10\nfailed_attempts_audit_secs = 1\n",
+        "enroll_attempts_per_code_per_minute = 10\nfailed_attempts_audit_secs = 2\n",
         &[],
     );
     let (account, code) = server.create_account("Store", "customer", None);
@@ -94,34 +94,41 @@ fn many_source_addresses_cannot_exceed_the_per_code_limit() {
     .unwrap();
     assert_eq!(status, 429, "{body}");
 
-    // The failures are in the audit log as one row for the code, with their count.
-    let row = wait_for(Duration::from_secs(10), "aggregated audit row", || {
-        server
+    // The failures reach the audit log in aggregate: a row per code and 2 s period,
+    // together counting every failure, none holding the code.
+    let rows = wait_for(Duration::from_secs(10), "aggregated audit rows", || {
+        let rows: Vec<Value> = server
             .admin_json(&["audit", "--limit", "1000"])
             .as_array()
             .unwrap()
             .iter()
-            .find(|e| e["action"] == "code.failed_attempts")
+            .filter(|e| e["action"] == "code.failed_attempts")
             .cloned()
+            .collect();
+        let counted: u64 = rows
+            .iter()
+            .map(|r| detail(r)["failures"].as_u64().unwrap())
+            .sum();
+        (counted == checked as u64).then_some(rows)
     });
-    let rows = server
-        .admin_json(&["audit", "--limit", "1000"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "code.failed_attempts")
-        .count();
-    assert_eq!(rows, 1, "one row for the period, not one per attempt");
-    assert_eq!(row["account_id"], account.as_str());
-    let detail: Value = match &row["detail"] {
+    assert!(
+        rows.len() <= 4 && rows.len() < checked,
+        "{} rows for {checked} failures",
+        rows.len()
+    );
+    for row in &rows {
+        assert_eq!(row["account_id"], account.as_str());
+        assert_eq!(detail(row)["code_public_id"], public_id.as_str());
+        assert!(detail(row)["addresses"].as_u64().unwrap() >= 1);
+        assert!(!row.to_string().contains(&code), "no code in the audit log");
+    }
+}
+
+fn detail(row: &Value) -> Value {
+    match &row["detail"] {
         Value::String(s) => serde_json::from_str(s).unwrap(),
         other => other.clone(),
-    };
-    assert_eq!(detail["code_public_id"], public_id.as_str());
-    assert_eq!(detail["failures"], checked as u64);
-    assert_eq!(detail["addresses"], 19.min(checked as u64).max(1));
-    let text = row.to_string();
-    assert!(!text.contains(&code), "no code in the audit log");
+    }
 }
 
 #[test]
@@ -159,6 +166,11 @@ fn malformed_bodies_count_against_the_address_before_parsing() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.starts_with("http/2 429") || text.starts_with("http/1.1 429"),
         "{text}"
