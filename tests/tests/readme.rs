@@ -105,3 +105,81 @@ fn a_taken_port_gets_a_hint_to_use_any_free_port() {
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     drop(taken);
 }
+
+/// Kills the child on drop, so a failed assertion leaves no daemon behind.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_readme_local_agent_toml_validates_and_enrolls_against_a_local_server() {
+    let readme = include_str!("../../README.md");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```toml block in the README");
+    assert!(example.lines().count() <= 6, "{example}");
+    // The README's paths and port, moved to this test's server and temp dir.
+    let server = contera_e2e::Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let readme_server = "/tmp/contera/server";
+    assert!(example.contains(readme_server), "{example}");
+    assert!(example.contains("https://localhost:8443"), "{example}");
+    let config_text = example
+        .replace("https://localhost:8443", &server.url())
+        .replace(readme_server, &server.data_dir().display().to_string())
+        .replace("/tmp/contera", &tmp.path().display().to_string());
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, &config_text).unwrap();
+    let agent = |args: &[&str]| {
+        Command::new(contera_e2e::bin("contera-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = agent(&["validate-config"]);
+    assert!(
+        out.status.success(),
+        "{config_text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+    let _daemon = Daemon(
+        Command::new(contera_e2e::bin("contera-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let socket = tmp.path().join("agent/control.sock");
+    contera_e2e::wait_for(
+        std::time::Duration::from_secs(30),
+        "the control socket",
+        || socket.exists().then_some(()),
+    );
+    let (_, code) = server.create_account("Store 12", "customer", None);
+    let out = agent(&["enroll", "--code", &code]);
+    assert!(
+        out.status.success(),
+        "{}{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("joined the account \"Store 12\""),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
