@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on one machine: a provisioning server on its embedded SQLite
 # defaults, a partner with a customer account, and an agent that enrolls into it with the
-# customer's registration code. Everything lives in a temp directory and stops on exit.
+# customer's registration code. Everything lives in a new temp directory; the server and
+# the agent stop when the script ends, the directory stays, and the last lines say how to
+# look around in it.
 #
 #   scripts/demo.sh                 # builds, then runs on 127.0.0.1:8443
 #   LISTEN=127.0.0.1:0 scripts/demo.sh   # any free port
@@ -9,35 +11,60 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+step() { printf '\n== %s\n' "$*"; }
+
 LISTEN=${LISTEN:-127.0.0.1:8443}
 if [ -z "${CONTERA_BIN_DIR:-}" ]; then
-  cargo build --quiet --bins
+  step "Building contera-provisioning and contera-agent (cargo build --bins): about 5 minutes the first time, seconds after that"
+  cargo build --bins
   CONTERA_BIN_DIR=${CARGO_TARGET_DIR:-target}/debug
 fi
+# Absolute, so the commands printed at the end work from any directory.
+CONTERA_BIN_DIR=$(cd "$CONTERA_BIN_DIR" && pwd)
 server_bin=$CONTERA_BIN_DIR/contera-provisioning
 agent_bin=$CONTERA_BIN_DIR/contera-agent
 
-work=$(mktemp -d)
+work=$(mktemp -d "${TMPDIR:-/tmp}/contera-demo.XXXXXX")
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  local status=$? i
+  # The agent first (it tells the server goodbye), then the server.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ] && [ -d "$work" ]; then
+    echo "demo failed; its files and logs stay in $work (server.log, agent.log)" >&2
+  fi
 }
 trap cleanup EXIT
 
-step() { printf '\n== %s\n' "$*"; }
-
 step "Starting contera-provisioning (data in $work/server)"
-"$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" --heartbeat-interval 2 \
-  >"$work/server.out" 2>"$work/server.log" &
-pids+=($!)
-for _ in $(seq 200); do
-  grep -q 'listening on' "$work/server.out" 2>/dev/null && break
+# Its stdout line "contera-provisioning listening on URL" comes as soon as the port is
+# bound, before the database is created; the log line "listening on URL: at most …"
+# comes once the database and TLS are ready. Admin commands wait for the second (run
+# earlier, they could race the server creating the database). RUST_LOG=info: that line
+# is at level info.
+RUST_LOG=info "$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" \
+  --heartbeat-interval 2 >"$work/server.out" 2>"$work/server.log" &
+server_pid=$!
+pids+=("$server_pid")
+ready=
+for _ in $(seq 600); do
+  if grep -q 'listening on https://' "$work/server.log" 2>/dev/null; then ready=1; break; fi
+  kill -0 "$server_pid" 2>/dev/null || break # exited: no need to wait
   sleep 0.05
 done
 url=$(sed -n 's/^contera-provisioning listening on //p' "$work/server.out")
-[ -n "$url" ] || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
+if [ -z "$ready" ] || [ -z "$url" ]; then
+  cat "$work/server.log" >&2
+  echo "server did not start" >&2
+  if grep -qi 'address already in use' "$work/server.log"; then
+    echo "hint: $LISTEN is taken by another program; for any free port run: LISTEN=127.0.0.1:0 scripts/demo.sh" >&2
+    rm -rf "$work" # nothing happened in it
+  fi
+  exit 1
+fi
 url=${url/127.0.0.1/localhost}
 echo "server at $url; agents trust $work/server/tls/ca.pem"
 
@@ -72,7 +99,7 @@ for _ in $(seq 200); do [ -S "$work/agent/control.sock" ] && break; sleep 0.05; 
 step "Installer types the code: contera-agent enroll --code $code"
 "$agent_bin" --config "$work/agent.toml" enroll --code "$code"
 
-step "The recorder shows online in Store 12"
+step "The recorder shows online in Store 12 (at its first heartbeat, right after enrolling)"
 for _ in $(seq 100); do
   admin recorders list | grep -q online && break
   sleep 0.1
@@ -80,6 +107,21 @@ done
 admin recorders list
 "$agent_bin" --config "$work/agent.toml" status
 
-echo
-echo "Done. Logs: server and agent stop now; run with your own data dir to keep them:"
-echo "  $server_bin serve --data-dir DIR --listen 127.0.0.1:8443"
+listen_again=${LISTEN%:*}:${url##*:} # the same port, which agent.toml names
+step "Done. The server and the agent stop now; everything stays in $work"
+cat <<EOF
+  server data dir:  $work/server  (database contera.db, TLS material in tls/)
+  server log:       $work/server.log
+  agent config:     $work/agent.toml  (key and state in $work/agent/state)
+  agent log:        $work/agent.log
+
+Look around (nothing needs to run; the recorder now shows offline, with offline_reason
+shutdown in --json, since the agent said goodbye when it stopped):
+  recorders:        $server_bin --data-dir $work/server recorders list
+  audit log:        $server_bin --data-dir $work/server audit
+  accounts:         $server_bin --data-dir $work/server accounts list
+  agent status:     $agent_bin --config $work/agent.toml status
+  run both again:   $server_bin serve --data-dir $work/server --listen $listen_again &
+                    $agent_bin --config $work/agent.toml run
+  remove it all:    rm -rf $work
+EOF

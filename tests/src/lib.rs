@@ -863,11 +863,27 @@ impl Drop for Lan {
     }
 }
 
-/// Reports a skipped test where it is seen: straight to stderr, which the test runner
-/// does not capture (unlike `eprintln!`), so a skip is never mistaken for a pass.
+/// Set (to anything but empty or `0`) where every test must really run, as `.ci/run` does:
+/// a skipped test is then a failed one.
+pub const REQUIRE_ALL_TESTS: &str = "CONTERA_REQUIRE_ALL_TESTS";
+
+/// Reports a test that cannot run here (a missing prerequisite), after which the test
+/// returns. Printed where it is seen: straight to stderr, which the test runner does not
+/// capture (unlike `eprintln!`), so a skip is never mistaken for a pass. When
+/// `CONTERA_REQUIRE_ALL_TESTS` is set, it panics with the same message instead: the
+/// test fails.
 pub fn skip(test: &str, why: &str) {
+    let required = std::env::var_os(REQUIRE_ALL_TESTS).is_some_and(|v| !v.is_empty() && v != "0");
+    report_skip(test, why, required);
+}
+
+fn report_skip(test: &str, why: &str, required: bool) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {why}");
+    let message = format!("SKIPPED {test}: {why}");
+    if required {
+        panic!("{message} ({REQUIRE_ALL_TESTS} is set: every test must run)");
+    }
+    let _ = writeln!(std::io::stderr(), "\n{message}");
 }
 
 /// Ok when this process is root and every tool exists; otherwise why not, with the
@@ -879,5 +895,23 @@ pub fn root_with_tools(tools: &[&str], packages: &str) -> Result<(), String> {
     match tools.iter().find(|t| !Path::new(t).exists()) {
         Some(tool) => Err(format!("{tool} is missing (apt-get install {packages})")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_skip;
+
+    #[test]
+    fn a_skip_only_prints_unless_every_test_is_required() {
+        report_skip("some test", "a tool is missing", false);
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "SKIPPED some test: a tool is missing (CONTERA_REQUIRE_ALL_TESTS is set"
+    )]
+    fn a_skip_fails_when_every_test_is_required() {
+        report_skip("some test", "a tool is missing", true);
     }
 }
