@@ -40,18 +40,15 @@ cleanup() {
 trap cleanup EXIT
 
 step "Starting contera-provisioning (data in $work/server)"
-# Its stdout line "contera-provisioning listening on URL" comes as soon as the port is
-# bound, before the database is created; the log line "listening on URL: at most …"
-# comes once the database and TLS are ready. Admin commands wait for the second (run
-# earlier, they could race the server creating the database). RUST_LOG=info: that line
-# is at level info.
-RUST_LOG=info "$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" \
+# Its stdout line "contera-provisioning listening on URL" comes once the database and TLS
+# material are ready, so admin commands started after it never race their creation.
+"$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" \
   --heartbeat-interval 2 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 pids+=("$server_pid")
 ready=
 for _ in $(seq 600); do
-  if grep -q 'listening on https://' "$work/server.log" 2>/dev/null; then ready=1; break; fi
+  if grep -q 'listening on https://' "$work/server.out" 2>/dev/null; then ready=1; break; fi
   kill -0 "$server_pid" 2>/dev/null || break # exited: no need to wait
   sleep 0.05
 done

@@ -81,7 +81,8 @@ fn tls_config(pki: &Pki, grace_secs: u64) -> anyhow::Result<rustls::ServerConfig
 }
 
 /// Runs the server on `listener` until `shutdown` is cancelled, then drains connections and
-/// writes pending heartbeats.
+/// writes pending heartbeats. Once ready it prints `contera-provisioning listening on
+/// https://ADDR` on stdout and tells systemd `READY=1`.
 pub async fn launch(
     config: ServerConfig,
     listener: TcpListener,
@@ -185,6 +186,9 @@ pub async fn launch(
         config.max_connections_per_address,
         fd_limit.soft
     );
+    // Ready: the database, TLS material and limits are in place. Scripts and tests read
+    // this stdout line to learn the port when listening on port 0, so it comes only now.
+    println!("contera-provisioning listening on https://{local}");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("serving on {local}")),
