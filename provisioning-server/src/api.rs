@@ -381,6 +381,18 @@ async fn read_body(req: Request, next: Next) -> Response {
 const DISCARD_BYTES: u64 = 16 << 20;
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The answer to a request that took longer than `limit` (its body trickled in, say).
+pub fn request_timeout(limit: std::time::Duration) -> Response {
+    ApiError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "the request took longer than {} s: send it in whole, promptly",
+            limit.as_secs()
+        ),
+    )
+    .into_response()
+}
+
 /// Keeps the unread rest of a request body alive until the response body is done.
 fn hold_until_sent(response: Response, request_body: Body) -> Response {
     let (parts, body) = response.into_parts();

@@ -34,7 +34,7 @@ pub struct ServerConfig {
     #[serde(default = "default_expired_renewal_grace_days")]
     pub expired_renewal_grace_days: u32,
     /// Enrollment attempts allowed per client address and minute (IPv6 counted per /64),
-    /// as a burst that refills evenly over the minute. Counted before the body is read,
+    /// as a burst that refills evenly over the minute. Counted before the body is parsed,
     /// so malformed requests count too. Over it, the answer is 429 with `Retry-After`.
     #[serde(default = "default_enroll_attempts_per_minute")]
     pub enroll_attempts_per_minute: u32,
@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// interval plus its jitter, so recorders keep their connection between heartbeats.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// Seconds one request may take from its head to its answer, body included: a client
+    /// that trickles its body is answered 408 and its connection slot freed.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
     /// Requests one HTTP/2 connection may have in flight at once. A recorder sends one.
     #[serde(default = "default_http2_max_concurrent_streams")]
     pub http2_max_concurrent_streams: u32,
@@ -134,6 +138,9 @@ fn default_first_request_timeout_secs() -> u64 {
 }
 fn default_idle_timeout_secs() -> u64 {
     90
+}
+fn default_request_timeout_secs() -> u64 {
+    30
 }
 fn default_http2_max_concurrent_streams() -> u32 {
     32

@@ -25,13 +25,18 @@ use tower::ServiceExt;
 
 use crate::api::{ClientCert, PeerAddr};
 
-/// How long a connection told to close may finish what it is doing.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long an idle connection told to close (HTTP/2 gets a GOAWAY) has before it is
+/// dropped; one that is half-way through a request head is not waited for longer.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Lingering close: how long to keep reading (and discarding) what a client still sends
 /// after the server closed its side, in all and per read, and how much at most.
-const LINGER_TOTAL: Duration = Duration::from_secs(10);
-const LINGER_READ: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+const LINGER_READ: Duration = Duration::from_secs(1);
 const LINGER_BYTES: u64 = 64 << 20;
+/// Largest HTTP/1 request head (and read buffer): like HTTP/2's header list limit.
+const MAX_HTTP1_BUFFER: usize = 16 * 1024;
+/// Most header fields in one HTTP/1 request head.
+const MAX_HTTP1_HEADERS: usize = 64;
 
 /// The deadlines and limits of every connection, from the configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +45,9 @@ pub struct Policy {
     pub first_request: Duration,
     pub idle: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// Longest a request may take, body included: a client trickling its body cannot hold
+    /// a slot longer than this.
+    pub request: Duration,
     /// How long connections may drain after shutdown began.
     pub drain: Duration,
 }
@@ -75,17 +83,22 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// When the connection has been idle too long, if nothing happens before.
+    /// When the connection is closed if nothing happens before: the first-request or idle
+    /// limit while no request is in progress; while one is, the request limit (plus a
+    /// little, so the request's own 408 goes out first) since the last request began.
     fn deadline(&self, policy: &Policy) -> Instant {
-        let now = Instant::now();
+        let last = self.origin + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return now + policy.idle;
+            return last + policy.request + Duration::from_secs(2);
         }
         if !self.seen_request.load(Ordering::Relaxed) {
             return self.origin + policy.first_request;
         }
-        let last = self.origin + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
         last + policy.idle
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
     }
 }
 
@@ -134,6 +147,7 @@ pub async fn serve<G: Send + 'static>(
             .map(|c| Arc::new(c.clone().into_owned())),
     );
     let activity = Activity::new();
+    let policy_request = policy.request;
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -141,8 +155,12 @@ pub async fn serve<G: Send + 'static>(
             req.extensions_mut().insert(PeerAddr(peer));
             let in_flight = activity.begin();
             let router = router.clone();
+            let limit = policy_request;
             async move {
-                let response = router.oneshot(req).await;
+                let response = match tokio::time::timeout(limit, router.oneshot(req)).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(crate::api::request_timeout(limit)),
+                };
                 drop(in_flight);
                 response
             }
@@ -155,6 +173,8 @@ pub async fn serve<G: Send + 'static>(
         // Runs from the moment hyper waits for a head, so it also bounds keep-alive
         // idleness between requests; the idle limit below is the same figure.
         .header_read_timeout(policy.idle)
+        .max_buf_size(MAX_HTTP1_BUFFER)
+        .max_headers(MAX_HTTP1_HEADERS)
         .keep_alive(true);
     builder
         .http2()
@@ -169,12 +189,10 @@ pub async fn serve<G: Send + 'static>(
         on_drop: Some(returned_tx),
     };
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
-    let mut closing: Option<Instant> = None;
+    // When the connection is dropped if it has not closed by itself.
+    let mut drop_at: Option<Instant> = None;
     loop {
-        let wake = match closing {
-            Some(since) => since + CLOSE_GRACE.max(policy.drain),
-            None => activity.deadline(&policy),
-        };
+        let wake = drop_at.unwrap_or_else(|| activity.deadline(&policy));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -182,19 +200,20 @@ pub async fn serve<G: Send + 'static>(
                 }
                 break;
             }
-            _ = shutdown.cancelled(), if closing.is_none() => {
+            _ = shutdown.cancelled(), if drop_at.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
+                let grace = if activity.busy() { policy.drain } else { IDLE_CLOSE_GRACE };
+                drop_at = Some(Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(wake) => {
-                if closing.is_some() {
+                if drop_at.is_some() {
                     log::debug!("connection with {peer} did not close in time; dropping it");
                     break;
                 }
                 if activity.deadline(&policy) <= Instant::now() {
-                    log::debug!("closing idle connection with {peer}");
+                    log::debug!("closing connection with {peer}: past its deadline");
                     conn.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now());
+                    drop_at = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
         }

@@ -209,8 +209,9 @@ pub struct Tally {
 impl FailedAttempts {
     pub fn record(&self, public_id: &str, ip: IpAddr, now: i64) {
         let mut tally = self.tally.lock().expect("not poisoned");
-        let key = if tally.contains_key(public_id) || tally.len() < MAX_TRACKED_CODES {
-            public_id.to_ascii_uppercase()
+        let public_id = public_id.to_ascii_uppercase();
+        let key = if tally.contains_key(&public_id) || tally.len() < MAX_TRACKED_CODES {
+            public_id
         } else {
             OTHER_CODES.to_string()
         };

@@ -198,6 +198,7 @@ pub async fn launch(
         first_request: Duration::from_secs(config.first_request_timeout_secs),
         idle: Duration::from_secs(config.idle_timeout_secs),
         http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+        request: Duration::from_secs(config.request_timeout_secs),
         drain: DRAIN_TIMEOUT,
     });
     let per_address = ConnectionSlots::new(config.max_connections_per_address);
@@ -245,7 +246,8 @@ pub async fn launch(
     log::info!("shutting down: draining connections");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracker.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(1), tracker.wait())
+    // Each connection gets DRAIN_TIMEOUT for its requests, then a short lingering close.
+    if tokio::time::timeout(DRAIN_TIMEOUT + Duration::from_secs(6), tracker.wait())
         .await
         .is_err()
     {

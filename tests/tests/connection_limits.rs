@@ -212,3 +212,66 @@ fn a_recorder_heartbeating_every_interval_keeps_its_connection() {
         }
     });
 }
+
+#[test]
+fn clients_trickling_request_heads_or_bodies_lose_their_slots_on_deadlines() {
+    let config = format!("{TIGHT}request_timeout_secs = 3\n");
+    let server = Server::start_configured(1, &config, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = enrolled_identity(&server, dir.path());
+    let addr = server.addr();
+    let anonymous = client_config(&server.ca_file(), None, &[b"http/1.1"]);
+    let recorder = client_config(&server.ca_file(), Some((&cert, &key)), &[b"http/1.1"]);
+    runtime().block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // 20 connections from four addresses, each trickling a byte a second: ten send
+        // a request head that never ends, ten a body that never ends.
+        let mut tricklers = Vec::new();
+        for n in 0..20u8 {
+            let anonymous = anonymous.clone();
+            tricklers.push(tokio::spawn(async move {
+                let from = ip(&format!("127.0.0.{}", 10 + n % 4));
+                let mut tls = tls_connect(Some(from), addr, anonymous).await.ok()?;
+                let start = Instant::now();
+                let head: &[u8] = if n % 2 == 0 {
+                    b"POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                } else {
+                    b"POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{"
+                };
+                if tls.write_all(head).await.is_err() {
+                    return Some(start.elapsed());
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    if tls.write_all(b"a").await.is_err() || tls.flush().await.is_err() {
+                        return Some(start.elapsed());
+                    }
+                    if start.elapsed() > Duration::from_secs(40) {
+                        return None;
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A recorder gets its heartbeat through once deadlines free slots: the head
+        // tricklers go after the first-request limit (2 s), the body tricklers after the
+        // request limit (3 s) with a 408.
+        let started = Instant::now();
+        let mut tls = tokio::time::timeout(
+            Duration::from_secs(10),
+            tls_connect(Some(ip("127.0.0.20")), addr, recorder.clone()),
+        )
+        .await
+        .expect("a slot within 10 s")
+        .unwrap();
+        let (status, body) = post_http1(&mut tls, "/api/v1/heartbeat", br#"{"status":{}}"#)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        for task in tricklers {
+            let held = task.await.unwrap().expect("a trickler kept its slot for 40 s");
+            assert!(held < Duration::from_secs(15), "held {held:?}");
+        }
+    });
+}

@@ -142,3 +142,93 @@ fn two_thousand_keep_alive_recorders_heartbeat_under_a_1024_soft_open_file_limit
     assert_eq!(server.recorders(None).len(), 1);
     server.create_account("After", "customer", None);
 }
+
+#[test]
+fn with_few_descriptors_extra_connections_wait_and_the_database_keeps_working() {
+    // A hard limit of 200 leaves 72 connections after the 128 kept for the database.
+    let server = Server::start_configured(
+        30,
+        "max_connections_per_address = 1000\n",
+        &["prlimit", "--nofile=200:200"],
+    );
+    assert!(
+        server.log_text().contains("serving at most 72 connections"),
+        "{}",
+        server.log_text()
+    );
+    let (_, code) = server.create_account("Site", "customer", None);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, csr) = openssl_key_and_csr(dir.path(), "nvr");
+    let (status, body) = curl_post(
+        &server,
+        "/api/v1/enroll",
+        &enroll_body(&code, &csr, "FD-2"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let enrolled: Value = serde_json::from_str(&body).unwrap();
+    let id = enrolled["recorder_id"].as_str().unwrap().to_string();
+    let cert = dir.path().join("nvr.pem");
+    std::fs::write(&cert, enrolled["certificate_pem"].as_str().unwrap()).unwrap();
+    let config = client_config(&server.ca_file(), Some((&cert, &key)), &[b"http/1.1"]);
+    let addr = server.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // 100 clients; those past the 72 slots wait in the accept queue.
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let config = config.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut tls = tls_connect(None, addr, config).await?;
+                    let answer =
+                        post_http1(&mut tls, "/api/v1/heartbeat", br#"{"status":{}}"#).await?;
+                    Ok::<_, std::io::Error>((tls, answer.0))
+                })
+                .await
+            }));
+        }
+        let mut held = Vec::new();
+        let mut waited = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(Ok((tls, 200))) => held.push(tls),
+                Ok(other) => panic!("a served connection failed: {:?}", other.map(|(_, s)| s)),
+                Err(_) => waited += 1,
+            }
+        }
+        assert!((70..=72).contains(&held.len()), "{} served", held.len());
+        assert_eq!(held.len() + waited, 100);
+        // Every slot taken, yet the server still reads and writes its database: the
+        // held connections heartbeat again and the flush marks the recorder online.
+        for tls in held.iter_mut() {
+            let (status, body) = post_http1(tls, "/api/v1/heartbeat", br#"{"status":{}}"#)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+        // Freeing slots lets new connections in.
+        held.truncate(10);
+        let mut late = tokio::time::timeout(
+            Duration::from_secs(10),
+            tls_connect(None, addr, config.clone()),
+        )
+        .await
+        .expect("a freed slot")
+        .unwrap();
+        let (status, _) = post_http1(&mut late, "/api/v1/heartbeat", br#"{"status":{}}"#)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    });
+    wait_for(Duration::from_secs(10), "recorder online", || {
+        (server.recorder(&id)["online"] == true).then_some(())
+    });
+    let log = server.log_text();
+    assert!(!log.contains("unable to open database file"), "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}
