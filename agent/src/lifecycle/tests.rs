@@ -52,6 +52,13 @@ fn enrollment() -> Enrollment {
     }
 }
 
+fn enrolled() -> State {
+    State {
+        enrollment: Some(enrollment()),
+        ..State::default()
+    }
+}
+
 fn issued() -> Issued {
     Issued {
         recorder_id: "r2".into(),
@@ -457,7 +464,14 @@ fn a_heartbeat_with_every_outcome() {
     use FailureKind::*;
     use Start0 as P;
     // (outcome, phase after, next heartbeat (ms), last failure kind, account id after)
-    let table: Vec<(Report, P, Option<u64>, Option<FailureKind>, Option<&str>)> = vec![
+    type Row = (
+        Report,
+        P,
+        Option<u64>,
+        Option<FailureKind>,
+        Option<&'static str>,
+    );
+    let table: Vec<Row> = vec![
         // 30 s interval, ±10 % at r = 0.5: exactly 30 s
         (Report::Success, P::Enrolled, Some(30_000), None, Some("a1")),
         (Report::Moved, P::Enrolled, Some(30_000), None, Some("a9")),
@@ -586,8 +600,7 @@ fn a_heartbeat_with_every_outcome() {
 
 #[test]
 fn failures_back_off_and_a_success_resets_the_backoff() {
-    let mut state = State::default();
-    state.enrollment = Some(enrollment());
+    let state = enrolled();
     let (mut h, _) = Harness::with(state, None);
     let mut waits = Vec::new();
     for _ in 0..4 {
@@ -667,8 +680,7 @@ fn a_renewal_refused_as_revoked_revokes_and_a_disk_full_keeps_the_old_certificat
 
 #[test]
 fn the_server_can_ask_for_a_renewal() {
-    let mut state = State::default();
-    state.enrollment = Some(enrollment());
+    let state = enrolled();
     let (mut h, _) = Harness::with(state, None);
     h.tick_calls(Call::Heartbeat);
     let mut answer = beat("a1");
@@ -767,8 +779,7 @@ fn a_used_or_revoked_provisioned_code_is_not_tried_at_start() {
 
 #[test]
 fn a_reload_resets_the_backoff_to_the_new_cap() {
-    let mut state = State::default();
-    state.enrollment = Some(enrollment());
+    let state = enrolled();
     let (mut h, _) = Harness::with(state, None);
     h.drive(Event::Reloaded {
         max_backoff: secs(1),
