@@ -243,7 +243,7 @@ impl StateFile {
     }
 
     /// Writes `state` with the next generation number, keeping the current file as
-    /// `state.json.prev`. On error (full or read-only disk) the old file is intact and
+    /// `state.json.prev` (the first save writes both). On error (full or read-only disk) the old file is intact and
     /// `state` is unchanged.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         let mut next = state.clone();
@@ -265,6 +265,11 @@ impl StateFile {
             fs::hard_link(&path, &prev_tmp).map_err(io("keep a copy of", path.clone()))?;
             fs::rename(&prev_tmp, self.previous_path())
                 .map_err(io("keep a copy of", path.clone()))?;
+        } else {
+            // The first state ever: its copy is itself, as a file of its own, so there
+            // are two copies from the start.
+            let previous = self.previous_path();
+            write_atomic(&previous, &json, 0o600).map_err(io("write", previous.clone()))?;
         }
         write_atomic(&path, &json, 0o600).map_err(io("write", path.clone()))?;
         *state = next;
@@ -446,6 +451,9 @@ mod tests {
     fn a_torn_state_file_is_quarantined_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let (file, _) = saved(dir.path());
+        // Without a previous copy to fall back to (the first save writes one).
+        assert!(file.previous_path().exists());
+        fs::remove_file(file.previous_path()).unwrap();
         let text = fs::read_to_string(file.path()).unwrap();
         fs::write(file.path(), &text[..text.len() / 2]).unwrap();
         assert_eq!(file.load().unwrap(), State::default());

@@ -1,8 +1,10 @@
 //! Zero-touch enrollment: a registration code provisioned with the image — a systemd
-//! credential (`LoadCredential=registration-code:…`), a file, or the config — is used once
-//! on first boot, retried while the server is unreachable, and then not used again. A code
-//! file is deleted after use; a credential lives in systemd's private memory; of every code
-//! used only a SHA-256 is kept, so the same code is never replayed after `unenroll`.
+//! credential (`LoadCredential=registration-code:…`), a file, or the config — found here
+//! and handed to the lifecycle, which uses it once, retries it while failures are
+//! transient (outage, wrong clock, untrusted server, full disk) and never again after the
+//! server accepted or refused it. A code file is deleted after use; a credential lives in
+//! systemd's private memory; of every code used only a SHA-256 is kept, so the same code
+//! is never replayed after `unenroll`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
