@@ -9,6 +9,8 @@ use contera_protocol::RegistrationCode;
 
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::control::{self, Request, Response, Status};
+use crate::failure::FailureKind;
+use crate::lifecycle::rfc3339;
 use crate::state::StateFile;
 
 /// Exit code for usage and configuration errors, and for a mistyped code.
@@ -59,6 +61,7 @@ pub enum Command {
     ValidateConfig,
     /// Test hook: blocks the daemon's main loop (only when it runs with
     /// CONTERA_AGENT_TEST_HOOKS=1), to prove the watchdog restarts a wedged daemon
+    #[cfg(feature = "test-hooks")]
     #[command(hide = true)]
     DebugFreeze {
         #[arg(long, default_value_t = 30)]
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        #[cfg(feature = "test-hooks")]
         Command::DebugFreeze { secs } => {
             let config = match load_config(&cli.config) {
                 Ok(c) => c,
@@ -108,7 +112,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
             match control::call(&config.agent.control_socket, &Request::Freeze { secs }).await {
                 Ok(Response::Done) => ExitCode::SUCCESS,
-                Ok(Response::Failed { message, .. }) => fail(&message),
+                Ok(Response::Failed(f)) => fail(&f.message),
                 Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
                 Err(e) => fail(&e.to_string()),
             }
@@ -126,7 +130,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             crate::logging::init(&config.agent.log_level, config.agent.log_target);
-            match crate::daemon::run(config, cli.config).await {
+            let launch = match crate::process::launch(cli.config) {
+                Ok(launch) => launch,
+                Err(e) => return fail(&format!("cannot install the signal handlers: {e}")),
+            };
+            match crate::daemon::run(config, launch).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("cannot start: {e}");
@@ -166,18 +174,15 @@ pub async fn run(cli: Cli) -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Ok(Response::Failed { kind, message }) => {
+                Ok(Response::Failed(failure)) => {
                     if json {
-                        println!(
-                            "{:#}",
-                            serde_json::json!({ "error": { "kind": kind, "message": message } })
-                        );
+                        println!("{:#}", serde_json::json!({ "error": failure }));
                     }
-                    if kind == "typo" {
-                        eprintln!("error: {message}");
+                    if failure.kind == FailureKind::Typo {
+                        eprintln!("error: {failure}");
                         return ExitCode::from(EXIT_USAGE);
                     }
-                    fail(&format!("not enrolled: {message}"))
+                    fail(&format!("not enrolled: {failure}"))
                 }
                 Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
             }
@@ -219,7 +224,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     println!("The recorder was not enrolled; nothing to forget.");
                     ExitCode::SUCCESS
                 }
-                Ok(Response::Failed { message, .. }) => fail(&message),
+                Ok(Response::Failed(f)) => fail(&f.message),
                 Ok(other) => fail(&format!("unexpected answer from the daemon: {other:?}")),
                 Err(e) => fail(&e.to_string()),
             }
@@ -247,8 +252,9 @@ fn print_discovered(servers: &[crate::discovery::Found], recorders: &[crate::dis
     println!("Recorders ({}):", recorders.len());
     for r in recorders {
         let txt = |k: &str| r.txt.get(k).map(String::as_str).unwrap_or("?");
+        // key=value, as the TXT record has them and the README shows them.
         println!(
-            "  serial {}  model {}  version {}  enrolled: {}  ({})",
+            "  serial={} model={} version={} enrolled={}  ({})",
             txt("serial"),
             txt("model"),
             txt("version"),
@@ -270,7 +276,9 @@ fn offline_status(config: &AgentConfig) -> Status {
     Status {
         enrolled: enrollment.is_some(),
         revoked: state.revoked.is_some() && enrollment.is_none(),
-        recorder_id: enrollment.map(|e| e.recorder_id.clone()),
+        recorder_id: enrollment
+            .map(|e| e.recorder_id.clone())
+            .or_else(|| state.revoked.as_ref().and_then(|r| r.recorder_id.clone())),
         account: enrollment.map(|e| e.account.clone()),
         server: config
             .server
@@ -279,9 +287,10 @@ fn offline_status(config: &AgentConfig) -> Status {
             .or_else(|| state.enrollment.as_ref().map(|e| e.server_url.clone()))
             .unwrap_or_default(),
         last_heartbeat: None,
-        certificate_expires: enrollment.map(|e| crate::daemon::rfc3339(e.certificate_expires)),
-        renew_at: enrollment.map(|e| crate::daemon::rfc3339(e.renew_at)),
+        certificate_expires: enrollment.map(|e| rfc3339(e.certificate_expires)),
+        renew_at: enrollment.map(|e| rfc3339(e.renew_at)),
         last_error: None,
+        last_failure: None,
         daemon_running: false,
     }
 }

@@ -267,25 +267,37 @@ impl ServerClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .map(str::to_owned);
         let body = response.text().await.unwrap_or_default();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(CallError::RateLimited(Duration::from_secs(
-                retry_after.unwrap_or(60),
-            )));
-        }
-        match serde_json::from_str::<ErrorBody>(&body) {
-            Ok(err) => Err(CallError::Rejected {
-                status: status.as_u16(),
-                code: err.error.code,
-                message: err.error.message,
-            }),
-            Err(_) => Err(CallError::Rejected {
-                status: status.as_u16(),
-                code: "unknown".into(),
-                message: format!("HTTP {status} without an error body"),
-            }),
-        }
+        Err(classify_refusal(status, retry_after.as_deref(), &body))
+    }
+}
+
+/// How long to stay away after a 429 without a usable `Retry-After` (seconds only: the
+/// server never sends an HTTP date).
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A non-success answer: 429 with its `Retry-After`, or the server's error body.
+fn classify_refusal(status: StatusCode, retry_after: Option<&str>, body: &str) -> CallError {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return CallError::RateLimited(
+            retry_after
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_RETRY_AFTER),
+        );
+    }
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(err) => CallError::Rejected {
+            status: status.as_u16(),
+            code: err.error.code,
+            message: err.error.message,
+        },
+        Err(_) => CallError::Rejected {
+            status: status.as_u16(),
+            code: "unknown".into(),
+            message: format!("HTTP {status} without an error body"),
+        },
     }
 }
 
@@ -311,8 +323,13 @@ fn find_rustls(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
 /// Turns a transport error into words a person can act on, looking through its causes
 /// for the TLS error underneath.
 fn classify_transport(err: &reqwest::Error) -> CallError {
+    classify_chain(err)
+}
+
+/// [`classify_transport`] for any error with causes.
+fn classify_chain(err: &(dyn std::error::Error + 'static)) -> CallError {
     let mut chain = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(err);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut tls: Option<rustls::Error> = None;
     while let Some(e) = source {
         if !chain.is_empty() {
@@ -324,6 +341,10 @@ fn classify_transport(err: &reqwest::Error) -> CallError {
         }
         source = e.source();
     }
+    classify_tls(tls, chain)
+}
+
+fn classify_tls(tls: Option<rustls::Error>, chain: String) -> CallError {
     use rustls::CertificateError as C;
     match tls {
         Some(rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. })) => {
@@ -342,5 +363,113 @@ fn classify_transport(err: &reqwest::Error) -> CallError {
         }
         Some(other) => CallError::Tls(format!("{other} ({chain})")),
         None => CallError::Unreachable(chain),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CertificateError as C;
+
+    /// An error whose cause is `inner`, as hyper and reqwest wrap theirs.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self.1.as_ref())
+        }
+    }
+
+    fn kind(e: &CallError) -> &'static str {
+        match e {
+            CallError::Unreachable(_) => "unreachable",
+            CallError::Clock(_) => "clock",
+            CallError::Tls(_) => "tls",
+            CallError::RateLimited(_) => "rate_limited",
+            CallError::Rejected { .. } => "rejected",
+            CallError::Protocol(_) => "protocol",
+        }
+    }
+
+    #[test]
+    fn transport_errors_are_classified_through_nested_io_errors() {
+        let table: Vec<(rustls::Error, &str, &str)> = vec![
+            (
+                rustls::Error::InvalidCertificate(C::NotValidYet),
+                "clock",
+                "not valid yet",
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::Expired),
+                "clock",
+                "has expired",
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::UnknownIssuer),
+                "tls",
+                "ca_file",
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::NotValidForName),
+                "tls",
+                "server_names",
+            ),
+            (rustls::Error::HandshakeNotComplete, "tls", "TLS failed"),
+        ];
+        for (tls, want, words) in table {
+            // rustls → io::Error → io::Error → a wrapper, as in a real reqwest chain.
+            let io = std::io::Error::other(std::io::Error::other(tls.clone()));
+            let err = Wrapped("error sending request", Box::new(io));
+            let got = classify_chain(&err);
+            assert_eq!(kind(&got), want, "{tls:?}: {got}");
+            assert!(got.to_string().contains(words), "{tls:?}: {got}");
+            assert!(got.to_string().contains("error sending request"), "{got}");
+        }
+        let refused = Wrapped(
+            "error sending request",
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        );
+        assert_eq!(kind(&classify_chain(&refused)), "unreachable");
+    }
+
+    #[test]
+    fn refusals_are_classified_by_status_and_body() {
+        let body = r#"{"error":{"code":"revoked","message":"gone"}}"#;
+        let table: Vec<(u16, Option<&str>, &str, &str, bool)> = vec![
+            // status, Retry-After, body, kind, transient
+            (429, Some("20"), "", "rate_limited", true),
+            (429, None, "", "rate_limited", true),
+            (
+                429,
+                Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+                "",
+                "rate_limited",
+                true,
+            ),
+            (410, None, body, "rejected", false),
+            (403, None, "not json", "rejected", false),
+            (500, None, "", "rejected", true),
+            (503, None, body, "rejected", true),
+        ];
+        for (status, retry_after, body, want, transient) in table {
+            let status = StatusCode::from_u16(status).unwrap();
+            let got = classify_refusal(status, retry_after, body);
+            assert_eq!(kind(&got), want, "{status}");
+            assert_eq!(got.is_transient(), transient, "{status}");
+        }
+        let busy = classify_refusal(StatusCode::TOO_MANY_REQUESTS, Some(" 20 "), "");
+        assert_eq!(busy.retry_after(), Some(Duration::from_secs(20)));
+        let busy = classify_refusal(StatusCode::TOO_MANY_REQUESTS, None, "");
+        assert_eq!(busy.retry_after(), Some(DEFAULT_RETRY_AFTER));
+        let gone = classify_refusal(StatusCode::GONE, None, body);
+        assert!(gone.is_revoked());
+        assert_eq!(gone.error_code(), Some(ErrorCode::Revoked));
     }
 }

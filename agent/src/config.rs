@@ -192,6 +192,8 @@ impl Default for AgentSection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config file {path} does not exist: name another with --config PATH, or write the default one with `contera-agent print-default-config > {path}`")]
+    Missing { path: PathBuf },
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -210,9 +212,17 @@ pub enum ConfigError {
 impl AgentConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         let config = Self::parse(&text, path)?;
         config.validate(path)?;
@@ -381,6 +391,20 @@ mod tests {
             .to_string();
         assert!(err.contains("[server] url is missing"), "{err}");
         parse("[discovery]\nenabled = true\n").unwrap();
+    }
+
+    #[test]
+    fn a_missing_config_file_says_how_to_get_one() {
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml"))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "/nonexistent/agent.toml",
+            "--config",
+            "print-default-config",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from {err}");
+        }
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! `unenroll`) and the daemon. Every request is answered by the daemon's main loop.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use contera_protocol::v1::AccountRef;
+
+use crate::failure::{Failure, FailureKind};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -23,8 +25,10 @@ pub enum Request {
     },
     Status,
     Unenroll,
-    /// Test hook: blocks the daemon's main loop for `secs`, as a wedged loop would. Only
-    /// honoured when the daemon started with `CONTERA_AGENT_TEST_HOOKS=1`.
+    /// Test hook (built only with the `test-hooks` feature): blocks the daemon's main loop
+    /// for `secs`, as a wedged loop would. Honoured only when the daemon also started
+    /// with `CONTERA_AGENT_TEST_HOOKS=1`.
+    #[cfg(feature = "test-hooks")]
     Freeze {
         secs: u64,
     },
@@ -37,6 +41,7 @@ impl std::fmt::Debug for Request {
             Request::Enroll { .. } => f.write_str("Enroll { code: *** }"),
             Request::Status => f.write_str("Status"),
             Request::Unenroll => f.write_str("Unenroll"),
+            #[cfg(feature = "test-hooks")]
             Request::Freeze { secs } => write!(f, "Freeze {{ secs: {secs} }}"),
         }
     }
@@ -46,7 +51,7 @@ impl std::fmt::Debug for Request {
 /// a request timeout, and a daemon silent for longer than this is wedged.
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Enrolled {
@@ -59,11 +64,14 @@ pub enum Response {
     },
     /// A request that has nothing to report was carried out.
     Done,
-    Failed {
-        /// `typo`, `rejected`, `unreachable`, `clock`, `tls`, `busy` or `internal`.
-        kind: String,
-        message: String,
-    },
+    /// `{"result": "failed", "kind": "…", "message": "…"}`: see [`FailureKind`].
+    Failed(Failure),
+}
+
+impl Response {
+    pub fn failed(kind: FailureKind, message: impl Into<String>) -> Response {
+        Response::Failed(Failure::new(kind, message))
+    }
 }
 
 /// What `contera-agent status` shows.
@@ -78,8 +86,12 @@ pub struct Status {
     pub last_heartbeat: Option<String>,
     pub certificate_expires: Option<String>,
     pub renew_at: Option<String>,
-    /// The last failure talking to the server, cleared by the next success.
+    /// The last failure talking to the server (or why state cannot be saved), in plain
+    /// words; cleared by the next success.
     pub last_error: Option<String>,
+    /// The same failure, typed.
+    #[serde(default)]
+    pub last_failure: Option<Failure>,
     /// Whether the daemon answered (false: read from the state file).
     pub daemon_running: bool,
 }
@@ -95,6 +107,8 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("[agent] control_socket {path} exists and is not a socket: point control_socket at a path of its own (the agent removes only a stale socket there)")]
+    NotASocket { path: PathBuf },
     #[error("another contera-agent is already running on {path}: stop it first (systemctl stop contera-agent)")]
     InUse { path: PathBuf },
     #[error("the contera-agent daemon is not running (no control socket at {path}): start it with `systemctl start contera-agent` (or `contera-agent run`)")]
@@ -113,7 +127,14 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
             source,
         })?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is ever removed: a path that names a config file by mistake must
+        // not cost that file.
+        if !meta.file_type().is_socket() {
+            return Err(ControlError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
         // A live daemon answers; a stale socket from a crash refuses and is removed.
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlError::InUse {
@@ -169,21 +190,14 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io:
         .read_line(&mut line)
         .await?;
     let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::Failed {
-            kind: "internal".into(),
-            message: format!("bad control request: {e}"),
-        },
+        Err(e) => Response::failed(FailureKind::Internal, format!("bad control request: {e}")),
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             if commands.send((request, tx)).await.is_err() {
-                Response::Failed {
-                    kind: "internal".into(),
-                    message: "the daemon is shutting down".into(),
-                }
+                Response::failed(FailureKind::Internal, "the daemon is shutting down")
             } else {
-                rx.await.unwrap_or(Response::Failed {
-                    kind: "internal".into(),
-                    message: "the daemon dropped the request".into(),
+                rx.await.unwrap_or_else(|_| {
+                    Response::failed(FailureKind::Internal, "the daemon dropped the request")
                 })
             }
         }
@@ -237,4 +251,48 @@ pub async fn call(path: &Path, request: &Request) -> Result<Response, ControlErr
         path: path.to_owned(),
         message: format!("unreadable answer ({e})"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_control_socket_path_naming_a_regular_file_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "[server]\n").unwrap();
+        let err = bind(&path).await.unwrap_err();
+        assert!(matches!(err, ControlError::NotASocket { .. }), "{err}");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[server]\n");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let live = bind(&path).await.unwrap();
+        assert!(matches!(bind(&path).await, Err(ControlError::InUse { .. })));
+        drop(live);
+    }
+
+    #[test]
+    fn a_failed_answer_keeps_its_wire_shape() {
+        let answer = Response::failed(FailureKind::Rejected, "no");
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({"result": "failed", "kind": "rejected", "message": "no"})
+        );
+        let back: Response =
+            serde_json::from_str(r#"{"result":"failed","kind":"typo","message":"m"}"#).unwrap();
+        assert!(matches!(
+            back,
+            Response::Failed(Failure {
+                kind: FailureKind::Typo,
+                ..
+            })
+        ));
+    }
 }

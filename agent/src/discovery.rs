@@ -56,8 +56,16 @@ impl Found {
     }
 }
 
+/// The machine's host name as an mDNS label: anything but letters, digits and `-`
+/// becomes `-`.
 fn host_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let raw = nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    clean_label(&raw)
+}
+
+fn clean_label(raw: &str) -> String {
     let clean: String = raw
         .trim()
         .chars()
@@ -128,6 +136,14 @@ impl Announcer {
     }
 }
 
+/// The instance part of `INSTANCE.SERVICE_TYPE`.
+fn instance_name<'a>(fullname: &'a str, service_type: &str) -> &'a str {
+    fullname
+        .strip_suffix(service_type)
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or(fullname)
+}
+
 /// Browses `service_type` for `wait` and returns what resolved, by instance name.
 pub async fn browse(daemon: &ServiceDaemon, service_type: &str, wait: Duration) -> Vec<Found> {
     let Ok(events) = daemon.browse(service_type) else {
@@ -138,11 +154,7 @@ pub async fn browse(daemon: &ServiceDaemon, service_type: &str, wait: Duration) 
     while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv_async()).await {
         match event {
             ServiceEvent::ServiceResolved(service) => {
-                let instance = service
-                    .fullname
-                    .strip_suffix(&format!(".{service_type}"))
-                    .unwrap_or(&service.fullname)
-                    .to_string();
+                let instance = instance_name(&service.fullname, service_type).to_string();
                 let mut addresses: Vec<IpAddr> =
                     service.addresses.iter().map(|ip| ip.to_ip_addr()).collect();
                 addresses.sort();
@@ -163,7 +175,8 @@ pub async fn browse(daemon: &ServiceDaemon, service_type: &str, wait: Duration) 
                 );
             }
             ServiceEvent::ServiceRemoved(_, fullname) => {
-                found.retain(|_, f| !fullname.starts_with(&f.instance));
+                // Exactly this instance: `contera-nvr-10` leaving is not `contera-nvr-1`.
+                found.remove(instance_name(&fullname, service_type));
             }
             _ => {}
         }
@@ -179,9 +192,7 @@ pub async fn discover_all(wait: Duration) -> Result<(Vec<Found>, Vec<Found>), Di
         browse(&daemon, SERVER_SERVICE_TYPE, wait),
         browse(&daemon, RECORDER_SERVICE_TYPE, wait)
     );
-    if let Ok(done) = daemon.shutdown() {
-        let _ = done.recv_timeout(Duration::from_secs(1));
-    }
+    shut_down(daemon).await;
     Ok((servers, recorders))
 }
 
@@ -189,8 +200,50 @@ pub async fn discover_all(wait: Duration) -> Result<(Vec<Found>, Vec<Found>), Di
 pub async fn find_servers(wait: Duration) -> Result<Vec<Found>, DiscoveryError> {
     let daemon = ServiceDaemon::new()?;
     let servers = browse(&daemon, SERVER_SERVICE_TYPE, wait).await;
-    if let Ok(done) = daemon.shutdown() {
-        let _ = done.recv_timeout(Duration::from_secs(1));
-    }
+    shut_down(daemon).await;
     Ok(servers)
+}
+
+/// Stops an mDNS daemon; waiting for it to confirm blocks, so not on the runtime thread.
+async fn shut_down(daemon: ServiceDaemon) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(done) = daemon.shutdown() {
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_matched_exactly() {
+        let table = [
+            ("contera-nvr-10._contera-nvr._tcp.local.", "contera-nvr-10"),
+            ("contera-nvr-1._contera-nvr._tcp.local.", "contera-nvr-1"),
+            ("odd", "odd"),
+        ];
+        for (fullname, instance) in table {
+            assert_eq!(instance_name(fullname, RECORDER_SERVICE_TYPE), instance);
+        }
+        let mut found: BTreeMap<String, u8> = [
+            ("contera-nvr-1".to_string(), 1),
+            ("contera-nvr-10".to_string(), 10),
+        ]
+        .into();
+        found.remove(instance_name(
+            "contera-nvr-10._contera-nvr._tcp.local.",
+            RECORDER_SERVICE_TYPE,
+        ));
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["contera-nvr-1"]);
+    }
+
+    #[test]
+    fn host_names_become_mdns_labels() {
+        assert_eq!(clean_label("nvr_12.site\n"), "nvr-12-site");
+        assert_eq!(clean_label(""), "contera-recorder");
+        assert!(!host_name().is_empty());
+    }
 }

@@ -36,11 +36,7 @@ pub fn machine_serial() -> String {
 fn app_specific_id(machine_id: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, machine_id.as_bytes());
     let tag = ring::hmac::sign(&key, b"contera-agent recorder serial");
-    let hex: String = tag.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("mid-{hex}")
+    format!("mid-{}", hex::encode(&tag.as_ref()[..8]))
 }
 
 fn first_mac() -> Option<String> {
@@ -73,11 +69,30 @@ pub const MAX_NVR_STATUS_BYTES: usize = 16 * 1024;
 /// How long the NVR status command may run.
 const NVR_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `PRETTY_NAME` from os-release(5): `/etc/os-release`, else `/usr/lib/os-release`.
+/// Hand-parsed: one key is needed, and the crates that parse the file (`os-release`,
+/// `etc-os-release`) are small and little maintained, or (`sysinfo`) pull in far more
+/// than a recorder agent should carry.
 fn os_name() -> Option<String> {
-    let text = fs::read_to_string("/etc/os-release").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim_matches('"').to_string())
+    let text = fs::read_to_string("/etc/os-release")
+        .or_else(|_| fs::read_to_string("/usr/lib/os-release"))
+        .ok()?;
+    pretty_name(&text)
+}
+
+fn pretty_name(os_release: &str) -> Option<String> {
+    os_release
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PRETTY_NAME="))
+        .map(|v| {
+            let v = v.trim();
+            let unquoted = ['"', '\'']
+                .iter()
+                .find_map(|q| v.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .unwrap_or(v);
+            unquoted.replace("\\\"", "\"").replace("\\\\", "\\")
+        })
+        .filter(|v| !v.is_empty())
 }
 
 // statvfs field types differ by platform (32-bit on some NVR SoCs), so the casts stay.
@@ -155,14 +170,9 @@ async fn nvr_status(section: &RecorderSection) -> Option<Result<serde_json::Valu
 /// The status sent with each heartbeat. A broken NVR source is reported in `nvr_error`,
 /// never fatal.
 pub async fn status(section: &RecorderSection) -> RecorderStatus {
-    let uptime_secs = fs::read_to_string("/proc/uptime")
+    let uptime_secs = nix::sys::sysinfo::sysinfo()
         .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<f64>().ok())
-        })
-        .map(|f| f as u64);
+        .map(|info| info.uptime().as_secs());
     let (nvr, nvr_error) = match nvr_status(section).await {
         None => (None, None),
         Some(Ok(value)) => (Some(value), None),
@@ -251,6 +261,24 @@ mod tests {
             .nvr_error
             .unwrap()
             .contains("cannot run"));
+    }
+
+    #[test]
+    fn os_release_pretty_names_are_unquoted() {
+        let table = [
+            (
+                "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+                Some("Debian GNU/Linux 12 (bookworm)"),
+            ),
+            ("NAME=x\nPRETTY_NAME='Yocto 4.0'\n", Some("Yocto 4.0")),
+            ("PRETTY_NAME=Plain\n", Some("Plain")),
+            ("PRETTY_NAME=\"say \\\"hi\\\"\"\n", Some("say \"hi\"")),
+            ("PRETTY_NAME=\"\"\n", None),
+            ("NAME=x\n", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(pretty_name(text).as_deref(), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -37,29 +37,3 @@ pub fn init(configured_level: &str, target: LogTarget) {
         .format_target(false)
         .try_init();
 }
-
-/// Logs with the journal fields `RECORDER_ID`, `ACCOUNT_ID` and `SERVER` taken from the
-/// agent (the first two only once enrolled), so `journalctl RECORDER_ID=…` finds them.
-#[macro_export]
-macro_rules! agent_log {
-    ($agent:expr, $level:expr, $($arg:tt)+) => {{
-        let fields = $agent.log_fields();
-        match (fields.recorder_id, fields.account_id) {
-            (Some(recorder_id), Some(account_id)) => log::log!(
-                $level,
-                recorder_id = recorder_id,
-                account_id = account_id,
-                server = fields.server;
-                $($arg)+
-            ),
-            _ => log::log!($level, server = fields.server; $($arg)+),
-        }
-    }};
-}
-
-/// What [`agent_log!`] attaches to a line.
-pub struct LogFields<'a> {
-    pub recorder_id: Option<&'a str>,
-    pub account_id: Option<&'a str>,
-    pub server: &'a str,
-}

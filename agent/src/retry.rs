@@ -32,10 +32,20 @@ impl Backoff {
         self.inner.next().expect("exponential backoff never ends")
     }
 
-    /// The next delay to actually wait.
-    pub fn next_delay(&mut self) -> Duration {
-        equal_jitter(self.next_unjittered(), rand::random::<f64>())
+    /// The next delay to actually wait, jittered by `r` in [0, 1) (the caller draws it,
+    /// so a test can pin it).
+    pub fn next_delay(&mut self, r: f64) -> Duration {
+        equal_jitter(self.next_unjittered(), r)
     }
+}
+
+/// Where in a certificate's lifetime it is renewed: a point drawn uniformly between 70 %
+/// and 90 %, so recorders installed on the same day do not all renew together.
+pub const RENEWAL_WINDOW: std::ops::Range<f64> = 0.7..0.9;
+
+/// The renewal fraction for `r` in [0, 1).
+pub fn renewal_fraction(r: f64) -> f64 {
+    RENEWAL_WINDOW.start + (RENEWAL_WINDOW.end - RENEWAL_WINDOW.start) * r.clamp(0.0, 1.0)
 }
 
 /// `d/2 + r·d/2` for `r` in [0, 1): never less than half the delay, never more than it.
@@ -86,8 +96,8 @@ mod tests {
         assert_eq!(capped, cap);
         assert_eq!(equal_jitter(capped, 0.0), Duration::from_secs(450));
         assert!(equal_jitter(capped, 0.999) < cap);
-        for _ in 0..100 {
-            let d = b.next_delay();
+        for r in [0.0, 0.25, 0.5, 0.999] {
+            let d = b.next_delay(r);
             assert!(d >= cap / 2 && d <= cap, "{d:?}");
         }
     }
@@ -98,6 +108,29 @@ mod tests {
         assert_eq!(interval_with_jitter(i, 0.0), Duration::from_secs(27));
         assert_eq!(interval_with_jitter(i, 0.5), Duration::from_secs(30));
         assert!(interval_with_jitter(i, 0.9999) <= Duration::from_secs(33));
+    }
+
+    #[test]
+    fn first_delays_with_jitter_are_pinned() {
+        // (r, the first three waits): r = 0 halves, r → 1 keeps the whole step.
+        let table = [
+            (0.0, [1000, 2000, 4000]),
+            (0.5, [1500, 3000, 6000]),
+            (0.999, [1999, 3998, 7996]),
+        ];
+        for (r, want) in table {
+            let mut b = Backoff::new(Duration::from_secs(900));
+            let got: Vec<u128> = (0..3).map(|_| b.next_delay(r).as_millis()).collect();
+            assert_eq!(got, want, "r = {r}");
+        }
+    }
+
+    #[test]
+    fn renewal_fractions_stay_in_the_window() {
+        assert_eq!(renewal_fraction(0.0), 0.7);
+        assert!((renewal_fraction(0.5) - 0.8).abs() < 1e-9);
+        assert!(renewal_fraction(0.9999) < 0.9);
+        assert!(renewal_fraction(7.0) <= 0.9);
     }
 
     #[test]

@@ -49,9 +49,25 @@ pub struct Enrollment {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Revocation {
-    pub recorder_id: String,
+    /// The revoked recorder; `None` when a provisioned code met an already revoked key
+    /// (no recorder id is known then). Stored as `""` so older agents still read it.
+    #[serde(with = "empty_as_none")]
+    pub recorder_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+mod empty_as_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(id.as_deref().unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let id = String::deserialize(d)?;
+        Ok((!id.is_empty()).then_some(id))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +147,7 @@ impl StateFile {
         self.remove_stale_temp();
         let path = self.path();
         match read_state(&path) {
-            Ok(Some(state)) => return Ok(state),
+            Ok(Some(state)) => return Ok(self.newer_of(state)),
             Ok(None) => {}
             Err(ReadError::Io(source)) => {
                 // A failing card: try the previous copy rather than give up.
@@ -175,11 +191,32 @@ impl StateFile {
         }
     }
 
+    /// `current`, or the previous copy when that one has the higher generation (as
+    /// after a hand restore of an old `state.json`): the generation says which is newer.
+    fn newer_of(&self, current: State) -> State {
+        match read_state(&self.previous_path()) {
+            Ok(Some(previous)) if previous.generation > current.generation => {
+                log::warn!(
+                    "{} (generation {}) is newer than {} (generation {}); using it",
+                    self.previous_path().display(),
+                    previous.generation,
+                    self.path().display(),
+                    current.generation
+                );
+                previous
+            }
+            _ => current,
+        }
+    }
+
     /// Reads the state without repairing anything (for `status` while the daemon is
     /// down): a damaged file reads as "not enrolled" and is left for the daemon to handle.
     pub fn peek(&self) -> State {
         match read_state(&self.path()) {
-            Ok(Some(state)) => state,
+            Ok(Some(state)) => match read_state(&self.previous_path()) {
+                Ok(Some(previous)) if previous.generation > state.generation => previous,
+                _ => state,
+            },
             _ => match read_state(&self.previous_path()) {
                 Ok(Some(state)) => state,
                 _ => State::default(),
@@ -187,16 +224,26 @@ impl StateFile {
         }
     }
 
-    /// A temp file left by a crash mid-write is never the state; remove it.
+    /// A temp file left by a crash mid-write (`.NAME.….tmp`, see [`write_atomic`]) is
+    /// never the state or the key; remove it.
     fn remove_stale_temp(&self) {
-        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        if fs::remove_file(&tmp).is_ok() {
-            log::warn!("removed {} left by an interrupted write", tmp.display());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let tmp = entry.path();
+                if fs::remove_file(&tmp).is_ok() {
+                    log::warn!("removed {} left by an interrupted write", tmp.display());
+                }
+            }
         }
     }
 
     /// Writes `state` with the next generation number, keeping the current file as
-    /// `state.json.prev`. On error (full or read-only disk) the old file is intact and
+    /// `state.json.prev` (the first save writes both). On error (full or read-only disk) the old file is intact and
     /// `state` is unchanged.
     pub fn save(&self, state: &mut State) -> Result<(), StateError> {
         let mut next = state.clone();
@@ -218,6 +265,11 @@ impl StateFile {
             fs::hard_link(&path, &prev_tmp).map_err(io("keep a copy of", path.clone()))?;
             fs::rename(&prev_tmp, self.previous_path())
                 .map_err(io("keep a copy of", path.clone()))?;
+        } else {
+            // The first state ever: its copy is itself, as a file of its own, so there
+            // are two copies from the start.
+            let previous = self.previous_path();
+            write_atomic(&previous, &json, 0o600).map_err(io("write", previous.clone()))?;
         }
         write_atomic(&path, &json, 0o600).map_err(io("write", path.clone()))?;
         *state = next;
@@ -258,30 +310,24 @@ fn read_state(path: &Path) -> Result<Option<State>, ReadError> {
 }
 
 /// Writes through a temp file in the same directory: write, fsync, rename, fsync the
-/// directory. `mode` applies from creation.
+/// directory. `mode` applies from creation. The temp file (`.NAME.XXXXXX.tmp`, made with
+/// `O_EXCL` by `tempfile`) is removed if anything fails; tempfile's `persist` is a plain
+/// rename, so the two fsyncs that make it durable are done here.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -353,6 +399,46 @@ mod tests {
     }
 
     #[test]
+    fn loading_keeps_the_copy_with_the_higher_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, mut state) = saved(dir.path());
+        state.consumed_codes.push("newer".into());
+        file.save(&mut state).unwrap();
+        // state.json is generation 2 and .prev generation 1; swap them, as a hand restore
+        // of an old copy would.
+        let (current, previous) = (file.path(), file.previous_path());
+        let newer = fs::read(&current).unwrap();
+        fs::copy(&previous, &current).unwrap();
+        fs::write(&previous, newer).unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        assert_eq!(file.peek(), state);
+    }
+
+    #[test]
+    fn a_revocation_without_a_recorder_id_is_stored_as_before() {
+        let r = Revocation {
+            recorder_id: None,
+            at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["recorder_id"], "");
+        assert_eq!(serde_json::from_value::<Revocation>(json).unwrap(), r);
+    }
+
+    #[test]
+    fn atomic_writes_apply_the_mode_and_leave_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
     fn a_stale_temp_file_is_removed_and_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let (file, state) = saved(dir.path());
@@ -365,6 +451,9 @@ mod tests {
     fn a_torn_state_file_is_quarantined_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let (file, _) = saved(dir.path());
+        // Without a previous copy to fall back to (the first save writes one).
+        assert!(file.previous_path().exists());
+        fs::remove_file(file.previous_path()).unwrap();
         let text = fs::read_to_string(file.path()).unwrap();
         fs::write(file.path(), &text[..text.len() / 2]).unwrap();
         assert_eq!(file.load().unwrap(), State::default());

@@ -161,3 +161,22 @@ fn every_shipped_config_parses_and_validates() {
     let printed = String::from_utf8(out.stdout).unwrap();
     contera_agent::config::AgentConfig::parse(&printed, Path::new("printed")).unwrap();
 }
+
+#[test]
+fn the_freeze_hook_exists_only_in_builds_with_the_test_hooks_feature() {
+    // `cargo build --release -p contera-agent` has no feature: no hidden command, and the
+    // daemon does not even parse a freeze request. The end-to-end tests turn it on.
+    let out = Command::new(env!("CARGO_BIN_EXE_contera-agent"))
+        .args(["debug-freeze", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.success(),
+        cfg!(feature = "test-hooks"),
+        "{}",
+        stderr(&out)
+    );
+    let request =
+        serde_json::from_str::<contera_agent::control::Request>(r#"{"op":"freeze","secs":1}"#);
+    assert_eq!(request.is_ok(), cfg!(feature = "test-hooks"));
+}

@@ -26,7 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace does this)",
+        "{} is missing: build it with `cargo test --workspace --no-run` (the agent needs its `test-hooks` feature, which the workspace build turns on)",
         path.display()
     );
     path
