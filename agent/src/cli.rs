@@ -1,6 +1,7 @@
 //! The installer's command line: `run` starts the daemon; `enroll`, `status` and
 //! `unenroll` talk to it over the control socket.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -41,6 +42,10 @@ pub enum Command {
         code: String,
         #[arg(long)]
         json: bool,
+        /// Enroll without showing the account first and asking to confirm (asked only
+        /// when standard input is a terminal)
+        #[arg(long)]
+        yes: bool,
     },
     /// Show whether and where this recorder is enrolled
     Status {
@@ -143,7 +148,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Enroll { code, json } => {
+        Command::Enroll { code, json, yes } => {
             // Catch typos before anything else, even before reading the config.
             if let Err(e) = code.parse::<RegistrationCode>() {
                 eprintln!("error: {e}");
@@ -153,6 +158,18 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            // A person at a terminal sees the account first: a valid code of the wrong
+            // customer is the costliest mistake at a site. Scripts are not asked.
+            if !yes && !json && std::io::stdin().is_terminal() {
+                match confirm_account(&config, &code).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        eprintln!("Not enrolled: nothing was changed.");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(exit) => return exit,
+                }
+            }
             match control::call(&config.agent.control_socket, &Request::Enroll { code }).await {
                 Err(e) => fail(&e.to_string()),
                 Ok(Response::Enrolled {
@@ -321,4 +338,52 @@ fn print_status(status: &Status, config: &AgentConfig) {
             "Not enrolled: waiting for a registration code. Enter it with `contera-agent enroll --code XXXX-…`"
         ),
     }
+}
+
+/// Shows which account `code` enrolls into and asks to go on. `Err` carries the exit code
+/// when the preview itself failed (the reason is printed).
+async fn confirm_account(config: &AgentConfig, code: &str) -> Result<bool, ExitCode> {
+    let request = Request::Preview {
+        code: code.to_string(),
+    };
+    let (account, parent) = match control::call(&config.agent.control_socket, &request).await {
+        Ok(Response::Preview {
+            account_name,
+            parent_name,
+        }) => (account_name, parent_name),
+        Ok(Response::Failed(failure)) => {
+            if failure.kind == FailureKind::Typo {
+                eprintln!("error: {failure}");
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+            return Err(fail(&format!("not enrolled: {failure}")));
+        }
+        Ok(other) => {
+            return Err(fail(&format!(
+                "unexpected answer from the daemon: {other:?}"
+            )))
+        }
+        Err(e) => return Err(fail(&e.to_string())),
+    };
+    let place = match parent {
+        Some(parent) => format!("{} ({})", safe_text(&account), safe_text(&parent)),
+        None => safe_text(&account),
+    };
+    print!("This recorder will join {place}. Continue? [y/N] ");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let mut answer = String::new();
+    if std::io::stdin().read_line(&mut answer).is_err() {
+        return Ok(false);
+    }
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// Account names come from the server: no control characters reach the terminal.
+fn safe_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }

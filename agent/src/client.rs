@@ -231,6 +231,15 @@ impl ServerClient {
         self.post(ENROLL_PATH, req).await
     }
 
+    /// Which account a code enrolls into, without enrolling.
+    pub async fn enroll_preview(
+        &self,
+        req: &contera_protocol::v1::EnrollPreviewRequest,
+    ) -> Result<contera_protocol::v1::EnrollPreviewResponse, CallError> {
+        self.post(contera_protocol::v1::ENROLL_PREVIEW_PATH, req)
+            .await
+    }
+
     pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, CallError> {
         self.post(HEARTBEAT_PATH, req).await
     }

@@ -17,14 +17,25 @@ use tokio_util::sync::CancellationToken;
 /// Longest request line accepted, in bytes.
 const MAX_REQUEST_BYTES: u64 = 4096;
 
+/// The version of this local API (docs/control-socket.md). It changes only for a change
+/// an existing client could trip over; additions (ops, fields, result and failure kinds)
+/// keep it.
+pub const API_VERSION: u32 = 1;
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Enroll {
         code: String,
     },
+    /// Which account `code` would enroll into; commits nothing.
+    Preview {
+        code: String,
+    },
     Status,
     Unenroll,
+    /// Which version of this API and of the agent answer.
+    Version,
     /// Test hook (built only with the `test-hooks` feature): blocks the daemon's main loop
     /// for `secs`, as a wedged loop would. Honoured only when the daemon also started
     /// with `CONTERA_AGENT_TEST_HOOKS=1`.
@@ -39,8 +50,10 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Request::Enroll { .. } => f.write_str("Enroll { code: *** }"),
+            Request::Preview { .. } => f.write_str("Preview { code: *** }"),
             Request::Status => f.write_str("Status"),
             Request::Unenroll => f.write_str("Unenroll"),
+            Request::Version => f.write_str("Version"),
             #[cfg(feature = "test-hooks")]
             Request::Freeze { secs } => write!(f, "Freeze {{ secs: {secs} }}"),
         }
@@ -58,9 +71,20 @@ pub enum Response {
         recorder_id: String,
         account: AccountRef,
     },
+    /// The account a previewed code enrolls into, by name (and its parent's name).
+    Preview {
+        account_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_name: Option<String>,
+    },
     Status(Status),
     Unenrolled {
         was_enrolled: bool,
+    },
+    /// `{"result": "version", "api": 1, "agent": "0.1.0"}`.
+    Version {
+        api: u32,
+        agent: String,
     },
     /// A request that has nothing to report was carried out.
     Done,
@@ -190,7 +214,10 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io:
         .read_line(&mut line)
         .await?;
     let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::failed(FailureKind::Internal, format!("bad control request: {e}")),
+        Err(e) => Response::failed(
+            FailureKind::BadRequest,
+            format!("not a control request this agent knows (API version {API_VERSION}): {e}"),
+        ),
         Ok(request) => {
             let (tx, rx) = oneshot::channel();
             if commands.send((request, tx)).await.is_err() {

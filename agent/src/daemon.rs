@@ -418,6 +418,7 @@ impl Shell {
     async fn call(&mut self, call: Call) -> Outcome {
         match call {
             Call::Enroll(code) => Outcome::Enroll(self.enroll(&code).await),
+            Call::Preview(code) => Outcome::Preview(self.preview(&code).await),
             Call::Heartbeat => Outcome::Heartbeat(self.heartbeat().await),
             Call::Renew => Outcome::Renew(self.renew().await),
             Call::Goodbye => Outcome::Goodbye(self.goodbye().await),
@@ -439,6 +440,25 @@ impl Shell {
         let issued = crate::enroll::send(&client, &request, &key, self.life.server()).await?;
         self.candidate_key = Some(key);
         Ok(issued)
+    }
+
+    async fn preview(
+        &mut self,
+        code: &contera_protocol::RegistrationCode,
+    ) -> Result<contera_protocol::v1::EnrollPreviewResponse, Failure> {
+        self.watchdog.pet();
+        if let Err(e) = self.ensure_server().await {
+            return Err(Failure::of_enrollment(&e, self.life.server()));
+        }
+        let client = self.anonymous.clone().expect("ensure_server built it");
+        self.watchdog.pet();
+        let request = contera_protocol::v1::EnrollPreviewRequest {
+            registration_code: code.compact(),
+        };
+        client
+            .enroll_preview(&request)
+            .await
+            .map_err(|e| Failure::of_enrollment(&e, self.life.server()))
     }
 
     async fn heartbeat(&mut self) -> Result<contera_protocol::v1::HeartbeatResponse, Failure> {

@@ -31,6 +31,9 @@ pub enum FailureKind {
     Expired,
     /// A state change could not be stored (full or read-only disk).
     Storage,
+    /// The control request was not one this agent knows (malformed JSON, an unknown `op`
+    /// from a newer client, a line over 4 KiB).
+    BadRequest,
     /// Something in the agent itself failed.
     Internal,
     /// A kind from a newer agent this CLI does not know.

@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use contera_protocol::v1::{AccountRef, HeartbeatResponse, Instruction};
+use contera_protocol::v1::{AccountRef, EnrollPreviewResponse, HeartbeatResponse, Instruction};
 use contera_protocol::RegistrationCode;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -95,6 +95,8 @@ pub struct Issued {
 pub enum Call {
     /// Make or load the key, send a CSR with this code, check the certificate.
     Enroll(RegistrationCode),
+    /// Ask which account this code enrolls into; nothing is committed anywhere.
+    Preview(RegistrationCode),
     Heartbeat,
     Renew,
     Goodbye,
@@ -104,6 +106,7 @@ pub enum Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Enroll(Result<Issued, Failure>),
+    Preview(Result<EnrollPreviewResponse, Failure>),
     Heartbeat(Result<HeartbeatResponse, Failure>),
     Renew(Result<Certificate, Failure>),
     Goodbye(Result<(), Failure>),
@@ -191,6 +194,9 @@ enum InFlight {
     Enroll {
         code: RegistrationCode,
         reply: Option<u64>,
+    },
+    Preview {
+        reply: u64,
     },
     Other,
 }
@@ -344,6 +350,19 @@ impl Lifecycle {
                         }
                         _ => Vec::new(),
                     },
+                    Outcome::Preview(result) => match in_flight {
+                        Some(InFlight::Preview { reply }) => vec![Action::Reply {
+                            id: reply,
+                            response: match result {
+                                Ok(p) => Response::Preview {
+                                    account_name: p.account_name,
+                                    parent_name: p.parent_name,
+                                },
+                                Err(f) => Response::Failed(f),
+                            },
+                        }],
+                        _ => Vec::new(),
+                    },
                     Outcome::Heartbeat(result) => self.heartbeat_outcome(result, now),
                     Outcome::Renew(result) => self.renew_outcome(result, now),
                     Outcome::Goodbye(Ok(())) => {
@@ -417,9 +436,21 @@ impl Lifecycle {
         let reply = |response| Action::Reply { id, response };
         match request {
             Request::Status => vec![reply(Response::Status(self.status(now)))],
+            Request::Version => vec![reply(Response::Version {
+                api: crate::control::API_VERSION,
+                agent: env!("CARGO_PKG_VERSION").to_string(),
+            })],
             Request::Enroll { code } => match code.parse::<RegistrationCode>() {
                 Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
                 Ok(code) => self.enroll(code, Some(id)),
+            },
+            // A query: it changes no phase, schedule or last failure.
+            Request::Preview { code } => match code.parse::<RegistrationCode>() {
+                Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
+                Ok(code) => {
+                    self.in_flight = Some(InFlight::Preview { reply: id });
+                    vec![Action::Call(Call::Preview(code))]
+                }
             },
             Request::Unenroll => {
                 let was_enrolled = self.is_enrolled();

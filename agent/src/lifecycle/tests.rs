@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use contera_protocol::v1::{AccountRef, HeartbeatResponse, Instruction};
+use contera_protocol::v1::{AccountRef, EnrollPreviewResponse, HeartbeatResponse, Instruction};
 use contera_protocol::RegistrationCode;
 use time::OffsetDateTime;
 
@@ -803,4 +803,79 @@ fn the_freeze_hook_freezes_only_when_turned_on() {
     });
     assert!(actions.contains(&Action::Freeze(secs(2))));
     assert_eq!(replies(&actions), vec![Response::Done]);
+}
+
+#[test]
+fn a_preview_in_every_phase_answers_and_changes_nothing() {
+    use FailureKind::*;
+    let outcomes: Vec<(Result<EnrollPreviewResponse, Failure>, Response)> = vec![
+        (
+            Ok(EnrollPreviewResponse {
+                account_name: "Store 12".into(),
+                parent_name: Some("Acme".into()),
+            }),
+            Response::Preview {
+                account_name: "Store 12".into(),
+                parent_name: Some("Acme".into()),
+            },
+        ),
+        (Err(failure(Rejected)), Response::Failed(failure(Rejected))),
+        (
+            Err(failure(Unreachable)),
+            Response::Failed(failure(Unreachable)),
+        ),
+        (Err(failure(Busy)), Response::Failed(failure(Busy))),
+    ];
+    for start in PHASES {
+        for (result, want) in &outcomes {
+            let context = format!("{start:?} × {result:?}");
+            let (mut h, _) = Harness::new(start);
+            let state_before = h.life.state().clone();
+            let schedule_before = format!("{:?}", h.life.schedule());
+            let actions = h.drive(Event::Control {
+                id: 7,
+                request: Request::Preview {
+                    code: code(3).to_string(),
+                },
+            });
+            assert_eq!(
+                actions,
+                vec![Action::Call(Call::Preview(code(3)))],
+                "{context}"
+            );
+            let actions = h.outcome(Outcome::Preview(result.clone()));
+            assert_eq!(
+                actions,
+                vec![Action::Reply {
+                    id: 7,
+                    response: want.clone()
+                }],
+                "{context}"
+            );
+            assert_eq!(phase_of(&h.life), start, "{context}");
+            assert_eq!(h.life.state(), &state_before, "{context}");
+            assert_eq!(
+                format!("{:?}", h.life.schedule()),
+                schedule_before,
+                "{context}"
+            );
+            assert!(h.life.last_failure().is_none(), "{context}");
+        }
+        // A mistyped code is answered at once, without a call.
+        let (mut h, _) = Harness::new(start);
+        let actions = h.drive(Event::Control {
+            id: 8,
+            request: Request::Preview {
+                code: "K7QD-0000".into(),
+            },
+        });
+        let [Action::Reply {
+            id: 8,
+            response: Response::Failed(f),
+        }] = &actions[..]
+        else {
+            panic!("{start:?}: {actions:?}");
+        };
+        assert_eq!(f.kind, Typo);
+    }
 }
