@@ -468,7 +468,9 @@ impl Shell {
                 None => return Err(no_credential()),
                 Some(client) => {
                     self.watchdog.pet();
-                    crate::heartbeat::send(&client, &self.config.recorder).await
+                    let status = crate::heartbeat::status(&self.config.recorder).await;
+                    self.watchdog.pet();
+                    crate::heartbeat::send(&client, status).await
                 }
             },
         };
@@ -492,7 +494,7 @@ impl Shell {
     /// stop.
     async fn goodbye(&self) -> Result<(), Failure> {
         let Some(client) = &self.authenticated else {
-            return Ok(());
+            return Err(no_credential());
         };
         let request = contera_protocol::v1::GoodbyeRequest {
             reason: "shutdown".to_string(),

@@ -2,7 +2,7 @@
 //! for the same key. When to do either, and what the answers change, is the lifecycle's
 //! call.
 
-use contera_protocol::v1::{HeartbeatRequest, HeartbeatResponse, RenewRequest};
+use contera_protocol::v1::{HeartbeatRequest, HeartbeatResponse, RecorderStatus, RenewRequest};
 use rcgen::KeyPair;
 
 use crate::client::{CallError, ServerClient};
@@ -12,15 +12,18 @@ use crate::hardware;
 use crate::identity;
 use crate::lifecycle::Certificate;
 
-/// One heartbeat with the recorder's current status.
+/// The recorder's current status (an NVR command may take seconds: the shell pets the
+/// watchdog between this and [`send`]).
+pub async fn status(recorder: &RecorderSection) -> RecorderStatus {
+    hardware::status(recorder).await
+}
+
+/// One heartbeat with `status`.
 pub async fn send(
     client: &ServerClient,
-    recorder: &RecorderSection,
+    status: RecorderStatus,
 ) -> Result<HeartbeatResponse, CallError> {
-    let request = HeartbeatRequest {
-        status: hardware::status(recorder).await,
-    };
-    client.heartbeat(&request).await
+    client.heartbeat(&HeartbeatRequest { status }).await
 }
 
 /// A new certificate for `key`, checked against it. The old certificate stays in use

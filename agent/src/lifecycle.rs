@@ -232,6 +232,16 @@ pub struct Lifecycle {
     test_hooks: bool,
 }
 
+/// The answer to a request that would start a call while another is out.
+fn busy() -> Response {
+    let mut failure = Failure::new(
+        FailureKind::Busy,
+        "the agent is busy with another request to the server; try again in a moment",
+    );
+    failure.retry_after_secs = Some(1);
+    Response::Failed(failure)
+}
+
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -363,8 +373,15 @@ impl Lifecycle {
                         }],
                         _ => Vec::new(),
                     },
-                    Outcome::Heartbeat(result) => self.heartbeat_outcome(result, now),
-                    Outcome::Renew(result) => self.renew_outcome(result, now),
+                    // Only the call that was made counts: a stray outcome changes nothing.
+                    Outcome::Heartbeat(result) => match in_flight {
+                        Some(InFlight::Other) => self.heartbeat_outcome(result, now),
+                        _ => Vec::new(),
+                    },
+                    Outcome::Renew(result) => match in_flight {
+                        Some(InFlight::Other) => self.renew_outcome(result, now),
+                        _ => Vec::new(),
+                    },
                     Outcome::Goodbye(Ok(())) => {
                         vec![self.log(log::Level::Info, "told the server goodbye")]
                     }
@@ -411,6 +428,12 @@ impl Lifecycle {
         }
     }
 
+    /// A call is out or a save pending: a request that would start another waits its turn
+    /// (the shell runs one at a time, so this guards the core's own bookkeeping).
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || self.pending_save.is_some()
+    }
+
     fn call(&mut self, call: Call) -> Action {
         self.in_flight = Some(InFlight::Other);
         Action::Call(call)
@@ -442,16 +465,19 @@ impl Lifecycle {
             })],
             Request::Enroll { code } => match code.parse::<RegistrationCode>() {
                 Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
+                Ok(_) if self.busy() => vec![reply(busy())],
                 Ok(code) => self.enroll(code, Some(id)),
             },
             // A query: it changes no phase, schedule or last failure.
             Request::Preview { code } => match code.parse::<RegistrationCode>() {
                 Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
+                Ok(_) if self.busy() => vec![reply(busy())],
                 Ok(code) => {
                     self.in_flight = Some(InFlight::Preview { reply: id });
                     vec![Action::Call(Call::Preview(code))]
                 }
             },
+            Request::Unenroll if self.busy() => vec![reply(busy())],
             Request::Unenroll => {
                 let was_enrolled = self.is_enrolled();
                 vec![self.commit(
@@ -843,6 +869,12 @@ impl Lifecycle {
         let wait =
             retry::interval_with_jitter(Duration::from_secs(interval.into()), (self.random)());
         self.schedule.heartbeat = Some(now.mono + wait);
+        // The renewal time is a wall-clock time; the clock it was scheduled against may
+        // have been wrong (a recorder without an RTC battery boots in the past) and been
+        // set since. Re-derived at every heartbeat, unless already due.
+        if !due(self.schedule.renewal, now) {
+            self.schedule_renewal(now);
+        }
         self.renewal_with_next_heartbeat(now);
         if response.instructions.contains(&Instruction::Renew) {
             actions.push(self.log(

@@ -95,7 +95,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let config = ServerConfig {
         data_dir: dir.path().to_owned(),
+        // A storm from one address with one code: every limit out of the way.
         enroll_attempts_per_minute: 1_000_000,
+        enroll_attempts_per_code_per_minute: 1_000_000,
+        enroll_attempts_total_per_minute: 1_000_000,
         ..ServerConfig::default()
     };
     let store = SqliteStore::open(&config.database_path()).await.unwrap();

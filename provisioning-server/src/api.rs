@@ -24,6 +24,7 @@ use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use crate::accounts;
+use crate::connection::RequestDeadline;
 use crate::limits::{EnrollLimits, FailedAttempts, Refused};
 use crate::recorders::{RecorderError, Recorders};
 
@@ -332,20 +333,19 @@ async fn read_body(req: Request, next: Next) -> Response {
     if declared.is_some_and(over) && (!http2 || declared.is_some_and(|l| l > DISCARD_BYTES)) {
         return hold_until_sent(ApiError::too_large().into_response(), body);
     }
+    let deadline = parts
+        .extensions
+        .get::<RequestDeadline>()
+        .map(|d| d.0)
+        .unwrap_or_else(|| tokio::time::Instant::now() + DISCARD_TIME);
     let mut bytes = Vec::new();
     let mut total = 0u64;
     let started = std::time::Instant::now();
     loop {
-        let frame = match tokio::time::timeout(DISCARD_TIME, body.frame()).await {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
-            Err(_) => {
-                return ApiError::new(
-                    ErrorCode::MalformedRequest,
-                    "the request body stalled: send it in whole",
-                )
-                .into_response()
-            }
+            Err(_) => return request_timeout(),
         };
         match frame {
             Ok(frame) => {
@@ -381,14 +381,11 @@ async fn read_body(req: Request, next: Next) -> Response {
 const DISCARD_BYTES: u64 = 16 << 20;
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The answer to a request that took longer than `limit` (its body trickled in, say).
-pub fn request_timeout(limit: std::time::Duration) -> Response {
+/// The answer to a request whose body did not arrive in time (it trickled in, say).
+fn request_timeout() -> Response {
     ApiError::new(
         ErrorCode::RequestTimeout,
-        format!(
-            "the request took longer than {} s: send it in whole, promptly",
-            limit.as_secs()
-        ),
+        "the request body did not arrive in time (request_timeout_secs): send it in whole, promptly",
     )
     .into_response()
 }

@@ -52,6 +52,10 @@ pub struct Policy {
     pub drain: Duration,
 }
 
+/// When a request's body must have arrived, set as the request comes in.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub Instant);
+
 /// When the connection last changed between busy and idle, and how busy it is.
 struct Activity {
     origin: Instant,
@@ -153,14 +157,15 @@ pub async fn serve<G: Send + 'static>(
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(cert.clone());
             req.extensions_mut().insert(PeerAddr(peer));
+            // The body must be in by this instant (the API answers 408 otherwise); a
+            // handler that outlives it by more is cut off with the connection below. No
+            // timer per request: most bodies are in before anyone waits for them.
+            req.extensions_mut()
+                .insert(RequestDeadline(Instant::now() + policy_request));
             let in_flight = activity.begin();
             let router = router.clone();
-            let limit = policy_request;
             async move {
-                let response = match tokio::time::timeout(limit, router.oneshot(req)).await {
-                    Ok(response) => response,
-                    Err(_) => Ok(crate::api::request_timeout(limit)),
-                };
+                let response = router.oneshot(req).await;
                 drop(in_flight);
                 response
             }

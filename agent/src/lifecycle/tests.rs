@@ -140,11 +140,20 @@ impl Harness {
     }
 
     fn with(state: State, provisioned: Option<PendingCode>) -> (Harness, Vec<Action>) {
+        Self::custom(state, provisioned, t0_wall(), Box::new(|| 0.5), true)
+    }
+
+    /// Any start: the wall clock at boot, the random source, whether test hooks are on.
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_variables))]
+    fn custom(
+        state: State,
+        provisioned: Option<PendingCode>,
+        wall: OffsetDateTime,
+        random: Random,
+        test_hooks: bool,
+    ) -> (Harness, Vec<Action>) {
         let t0 = Instant::now();
-        let now = Now {
-            mono: t0,
-            wall: t0_wall(),
-        };
+        let now = Now { mono: t0, wall };
         let generation = state.generation;
         let (life, actions) = Lifecycle::new(
             Start {
@@ -154,10 +163,10 @@ impl Harness {
                 server: "https://p:1".into(),
                 max_backoff: secs(900),
                 #[cfg(feature = "test-hooks")]
-                test_hooks: true,
+                test_hooks,
             },
             now,
-            Box::new(|| 0.5),
+            random,
         );
         let harness = Harness {
             life,
@@ -803,6 +812,17 @@ fn the_freeze_hook_freezes_only_when_turned_on() {
     });
     assert!(actions.contains(&Action::Freeze(secs(2))));
     assert_eq!(replies(&actions), vec![Response::Done]);
+
+    let (mut off, _) = Harness::custom(State::default(), None, t0_wall(), Box::new(|| 0.5), false);
+    let actions = off.drive(Event::Control {
+        id: 1,
+        request: Request::Freeze { secs: 2 },
+    });
+    assert!(!actions.iter().any(|a| matches!(a, Action::Freeze(_))));
+    let [Response::Failed(f)] = &replies(&actions)[..] else {
+        panic!("{actions:?}");
+    };
+    assert_eq!(f.kind, FailureKind::Internal);
 }
 
 #[test]
@@ -878,4 +898,100 @@ fn a_preview_in_every_phase_answers_and_changes_nothing() {
         };
         assert_eq!(f.kind, Typo);
     }
+}
+
+#[test]
+fn a_renewal_scheduled_under_a_wrong_clock_happens_once_the_clock_is_set() {
+    // Booted with the wall clock in 2001 (no RTC battery): renew_at looks 25 years away.
+    let boot_wall = OffsetDateTime::from_unix_timestamp(1_000_000_000).unwrap();
+    let (mut h, _) = Harness::custom(enrolled(), None, boot_wall, Box::new(|| 0.5), true);
+    h.tick_calls(Call::Heartbeat);
+    h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+    assert!(h.life.schedule().renewal.unwrap() > h.now.mono + secs(86_400 * 365));
+    // NTP sets the clock: 81 days after enrollment, past renew_at (day 80).
+    h.now.wall = t0_wall() + time::Duration::days(81);
+    h.advance(secs(30));
+    h.tick_calls(Call::Heartbeat);
+    h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+    h.advance(secs(40));
+    h.tick_calls(Call::Renew);
+}
+
+#[test]
+fn requests_that_need_a_call_wait_while_one_is_out_and_stray_outcomes_change_nothing() {
+    let (mut h, _) = Harness::new(Start0::Enrolled);
+    h.tick_calls(Call::Heartbeat);
+    for request in [
+        Request::Enroll {
+            code: code(1).to_string(),
+        },
+        Request::Preview {
+            code: code(1).to_string(),
+        },
+        Request::Unenroll,
+    ] {
+        let actions = h.drive(Event::Control { id: 5, request });
+        let [Action::Reply {
+            id: 5,
+            response: Response::Failed(f),
+        }] = &actions[..]
+        else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(f.kind, FailureKind::Busy);
+        assert_eq!(f.retry_after_secs, Some(1));
+    }
+    // Status never waits.
+    let actions = h.drive(Event::Control {
+        id: 6,
+        request: Request::Status,
+    });
+    assert!(matches!(&replies(&actions)[..], [Response::Status(_)]));
+    // The heartbeat's outcome still lands, then stray outcomes are ignored.
+    h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+    assert!(h.life.schedule().heartbeat.unwrap() > h.now.mono);
+    let state = h.life.state().clone();
+    assert!(h
+        .outcome(Outcome::Renew(Ok(issued().certificate)))
+        .is_empty());
+    assert!(h
+        .outcome(Outcome::Heartbeat(Err(failure(FailureKind::Revoked))))
+        .is_empty());
+    assert!(h.outcome(Outcome::Enroll(Ok(issued()))).is_empty());
+    assert_eq!(h.life.state(), &state);
+    assert_eq!(phase_of(&h.life), Start0::Enrolled);
+}
+
+#[test]
+fn heartbeat_jitter_and_the_renewal_point_follow_the_random_source() {
+    let mut seen_waits = Vec::new();
+    let mut seen_renewals = Vec::new();
+    for r in [0.0, 0.999] {
+        let (mut h, _) =
+            Harness::custom(State::default(), None, t0_wall(), Box::new(move || r), true);
+        h.drive(Event::Control {
+            id: 1,
+            request: Request::Enroll {
+                code: code(1).to_string(),
+            },
+        });
+        h.outcome(Outcome::Enroll(Ok(issued())));
+        h.tick_calls(Call::Heartbeat);
+        h.outcome(Outcome::Heartbeat(Ok(beat("a2"))));
+        let wait = h.life.schedule().heartbeat.unwrap() - h.now.mono;
+        // 30 s ± 10 %.
+        assert!(wait >= secs(27) && wait <= secs(33), "r={r}: {wait:?}");
+        seen_waits.push(wait);
+        // Renewal between 70 % and 90 % of the 100-day lifetime.
+        let e = h.life.state().enrollment.clone().unwrap();
+        let lifetime = e.certificate_expires - e.certificate_not_before;
+        let at = (e.renew_at - e.certificate_not_before) / lifetime;
+        assert!((0.69..=0.91).contains(&at), "r={r}: renews at {at}");
+        seen_renewals.push(at);
+    }
+    assert!(seen_waits[1] - seen_waits[0] > secs(5), "{seen_waits:?}");
+    assert!(
+        seen_renewals[1] - seen_renewals[0] > 0.15,
+        "{seen_renewals:?}"
+    );
 }
