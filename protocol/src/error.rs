@@ -31,8 +31,6 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the path exists but not with this method; `Allow` lists the ones it takes.
     MethodNotAllowed,
-    /// 408: the request (its body, most often) took too long to arrive.
-    RequestTimeout,
     /// 409: conflicts with the current state.
     Conflict,
     /// 410: the recorder was revoked; its credential is dead.
@@ -48,14 +46,13 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::MalformedRequest,
         ErrorCode::InvalidRegistrationCode,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
-        ErrorCode::RequestTimeout,
         ErrorCode::Conflict,
         ErrorCode::Revoked,
         ErrorCode::PayloadTooLarge,
@@ -73,7 +70,6 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Revoked => "revoked",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -92,7 +88,6 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::RequestTimeout => 408,
             ErrorCode::Conflict => 409,
             ErrorCode::Revoked => 410,
             ErrorCode::PayloadTooLarge => 413,

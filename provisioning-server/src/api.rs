@@ -24,7 +24,6 @@ use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use crate::accounts;
-use crate::connection::RequestDeadline;
 use crate::limits::{EnrollLimits, FailedAttempts, Refused};
 use crate::recorders::{RecorderError, Recorders};
 
@@ -333,19 +332,15 @@ async fn read_body(req: Request, next: Next) -> Response {
     if declared.is_some_and(over) && (!http2 || declared.is_some_and(|l| l > DISCARD_BYTES)) {
         return hold_until_sent(ApiError::too_large().into_response(), body);
     }
-    let deadline = parts
-        .extensions
-        .get::<RequestDeadline>()
-        .map(|d| d.0)
-        .unwrap_or_else(|| tokio::time::Instant::now() + DISCARD_TIME);
     let mut bytes = Vec::new();
     let mut total = 0u64;
     let started = std::time::Instant::now();
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(_) => return request_timeout(),
+        // No timer here (it would cost one per request): a body that trickles in is cut
+        // off with its connection at request_timeout_secs (see connection.rs).
+        let frame = match body.frame().await {
+            Some(frame) => frame,
+            None => break,
         };
         match frame {
             Ok(frame) => {
@@ -380,15 +375,6 @@ async fn read_body(req: Request, next: Next) -> Response {
 /// long at most; past either, the answer goes out and the stream is reset.
 const DISCARD_BYTES: u64 = 16 << 20;
 const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The answer to a request whose body did not arrive in time (it trickled in, say).
-fn request_timeout() -> Response {
-    ApiError::new(
-        ErrorCode::RequestTimeout,
-        "the request body did not arrive in time (request_timeout_secs): send it in whole, promptly",
-    )
-    .into_response()
-}
 
 /// Keeps the unread rest of a request body alive until the response body is done.
 fn hold_until_sent(response: Response, request_body: Body) -> Response {

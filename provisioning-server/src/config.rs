@@ -76,8 +76,8 @@ pub struct ServerConfig {
     /// interval plus its jitter, so recorders keep their connection between heartbeats.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
-    /// Seconds one request may take from its head to its answer, body included: a client
-    /// that trickles its body is answered 408 and its connection slot freed.
+    /// Seconds one request may take from its head to its answer, body included: past it
+    /// the connection is closed, so a client that trickles its body frees its slot.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
     /// Requests one HTTP/2 connection may have in flight at once. A recorder sends one.

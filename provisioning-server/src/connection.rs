@@ -45,16 +45,13 @@ pub struct Policy {
     pub first_request: Duration,
     pub idle: Duration,
     pub http2_max_concurrent_streams: u32,
-    /// Longest a request may take, body included: a client trickling its body cannot hold
-    /// a slot longer than this.
+    /// Longest a request may take, body included: a connection with a request older than
+    /// this is closed, so a client trickling its body cannot hold a slot longer. Enforced
+    /// here, per connection, rather than with a timer per request.
     pub request: Duration,
     /// How long connections may drain after shutdown began.
     pub drain: Duration,
 }
-
-/// When a request's body must have arrived, set as the request comes in.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestDeadline(pub Instant);
 
 /// When the connection last changed between busy and idle, and how busy it is.
 struct Activity {
@@ -88,12 +85,12 @@ impl Activity {
     }
 
     /// When the connection is closed if nothing happens before: the first-request or idle
-    /// limit while no request is in progress; while one is, the request limit (plus a
-    /// little, so the request's own 408 goes out first) since the last request began.
+    /// limit while no request is in progress; while one is, the request limit since the
+    /// last request began or ended.
     fn deadline(&self, policy: &Policy) -> Instant {
         let last = self.origin + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return last + policy.request + Duration::from_secs(2);
+            return last + policy.request;
         }
         if !self.seen_request.load(Ordering::Relaxed) {
             return self.origin + policy.first_request;
@@ -151,17 +148,11 @@ pub async fn serve<G: Send + 'static>(
             .map(|c| Arc::new(c.clone().into_owned())),
     );
     let activity = Activity::new();
-    let policy_request = policy.request;
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(cert.clone());
             req.extensions_mut().insert(PeerAddr(peer));
-            // The body must be in by this instant (the API answers 408 otherwise); a
-            // handler that outlives it by more is cut off with the connection below. No
-            // timer per request: most bodies are in before anyone waits for them.
-            req.extensions_mut()
-                .insert(RequestDeadline(Instant::now() + policy_request));
             let in_flight = activity.begin();
             let router = router.clone();
             async move {

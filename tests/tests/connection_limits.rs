@@ -255,7 +255,7 @@ fn clients_trickling_request_heads_or_bodies_lose_their_slots_on_deadlines() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         // A recorder gets its heartbeat through once deadlines free slots: the head
         // tricklers go after the first-request limit (2 s), the body tricklers after the
-        // request limit (3 s) with a 408.
+        // request limit (3 s), closed with their connection.
         let started = Instant::now();
         let mut tls = tokio::time::timeout(
             Duration::from_secs(10),
