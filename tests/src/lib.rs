@@ -874,16 +874,15 @@ pub const REQUIRE_ALL_TESTS: &str = "CONTERA_REQUIRE_ALL_TESTS";
 /// test fails.
 pub fn skip(test: &str, why: &str) {
     let required = std::env::var_os(REQUIRE_ALL_TESTS).is_some_and(|v| !v.is_empty() && v != "0");
-    report_skip(test, why, required);
+    report_skip(test, why, required, &mut std::io::stderr());
 }
 
-fn report_skip(test: &str, why: &str, required: bool) {
-    use std::io::Write;
+fn report_skip(test: &str, why: &str, required: bool, out: &mut impl std::io::Write) {
     let message = format!("SKIPPED {test}: {why}");
     if required {
         panic!("{message} ({REQUIRE_ALL_TESTS} is set: every test must run)");
     }
-    let _ = writeln!(std::io::stderr(), "\n{message}");
+    let _ = writeln!(out, "\n{message}");
 }
 
 /// Ok when this process is root and every tool exists; otherwise why not, with the
@@ -904,7 +903,9 @@ mod tests {
 
     #[test]
     fn a_skip_only_prints_unless_every_test_is_required() {
-        report_skip("some test", "a tool is missing", false);
+        let mut out = Vec::new();
+        report_skip("some test", "a tool is missing", false, &mut out);
+        assert_eq!(out, b"\nSKIPPED some test: a tool is missing\n");
     }
 
     #[test]
@@ -912,6 +913,6 @@ mod tests {
         expected = "SKIPPED some test: a tool is missing (CONTERA_REQUIRE_ALL_TESTS is set"
     )]
     fn a_skip_fails_when_every_test_is_required() {
-        report_skip("some test", "a tool is missing", true);
+        report_skip("some test", "a tool is missing", true, &mut Vec::new());
     }
 }
