@@ -83,19 +83,8 @@ impl Server {
     }
 
     pub fn start_with(heartbeat_interval_secs: u32, extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("server.log");
-        let mut server = Server {
-            dir,
-            port: 0,
-            netns: None,
-            heartbeat_interval_secs,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            child: None,
-            log,
-            wrapper: Vec::new(),
-            args: Vec::new(),
-        };
+        let mut server = Server::unstarted(heartbeat_interval_secs);
+        server.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
         server.spawn(0);
         server
     }
@@ -108,12 +97,29 @@ impl Server {
         config: &str,
         wrapper: &[&str],
     ) -> Server {
+        let mut server = Server::unstarted(heartbeat_interval_secs);
+        let config_path = server.dir.path().join("server.toml");
+        std::fs::write(&config_path, config).expect("config file");
+        server.args = vec!["--config".to_string(), config_path.display().to_string()];
+        server.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        server.spawn(0);
+        server
+    }
+
+    /// Starts a server inside network namespace `netns`, listening on `ip`.
+    pub fn start_in(netns: &str, ip: &str, extra_args: &[&str]) -> Server {
+        let mut server = Server::unstarted(1);
+        server.netns = Some((netns.to_string(), ip.to_string()));
+        server.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        server.spawn(0);
+        server
+    }
+
+    /// A server in a fresh temp data directory, not running yet.
+    fn unstarted(heartbeat_interval_secs: u32) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("server.log");
-        let config_path = dir.path().join("server.toml");
-        std::fs::write(&config_path, config).expect("config file");
-        let args = vec!["--config".to_string(), config_path.display().to_string()];
-        let mut server = Server {
+        Server {
             dir,
             port: 0,
             netns: None,
@@ -121,11 +127,9 @@ impl Server {
             extra_args: Vec::new(),
             child: None,
             log,
-            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
-            args,
-        };
-        server.spawn(0);
-        server
+            wrapper: Vec::new(),
+            args: Vec::new(),
+        }
     }
 
     /// The server's process id.
@@ -136,25 +140,6 @@ impl Server {
     /// Its address on the host's loopback.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Starts a server inside network namespace `netns`, listening on `ip`.
-    pub fn start_in(netns: &str, ip: &str, extra_args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("server.log");
-        let mut server = Server {
-            dir,
-            port: 0,
-            netns: Some((netns.to_string(), ip.to_string())),
-            heartbeat_interval_secs: 1,
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            child: None,
-            log,
-            wrapper: Vec::new(),
-            args: Vec::new(),
-        };
-        server.spawn(0);
-        server
     }
 
     /// A command for one of our binaries, inside the server's namespace if it has one.
@@ -678,6 +663,35 @@ pub fn openssl_key_and_csr(dir: &Path, name: &str) -> (PathBuf, String) {
         .expect("openssl runs");
     assert!(out.status.success(), "openssl req: {}", text(&out.stderr));
     (key, std::fs::read_to_string(&csr).unwrap())
+}
+
+/// A recorder enrolled by standard tools: a key and CSR from `openssl req` in `dir`, posted
+/// with curl. Panics unless the server answers 200.
+pub struct CurlRecorder {
+    pub recorder_id: String,
+    /// The client certificate (PEM) the server issued.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn enroll_with_curl(server: &Server, code: &str, serial: &str, dir: &Path) -> CurlRecorder {
+    let (key, csr) = openssl_key_and_csr(dir, serial);
+    let (status, body) = curl_post(
+        server,
+        "/api/v1/enroll",
+        &enroll_body(code, &csr, serial),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let enrolled: Value = serde_json::from_str(&body).unwrap();
+    let cert = dir.join(format!("{serial}.pem"));
+    std::fs::write(&cert, enrolled["certificate_pem"].as_str().unwrap()).unwrap();
+    CurlRecorder {
+        recorder_id: enrolled["recorder_id"].as_str().unwrap().to_string(),
+        cert,
+        key,
+    }
 }
 
 /// An enrollment request body as JSON.
