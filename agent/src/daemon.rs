@@ -214,10 +214,7 @@ fn start(mut config: AgentConfig, launch: &mut Launch) -> Result<(Shell, Vec<Act
     let endpoint = config.server.url.as_deref().map(Endpoint::configured);
     let server = server_words(endpoint.as_ref());
     let say = |state: &State, level, message: String| {
-        let identity = state
-            .enrollment
-            .as_ref()
-            .map(|e| (e.recorder_id.clone(), e.account.id.clone()));
+        let identity = state.identity();
         emit(
             &LogLine {
                 level,
@@ -311,12 +308,7 @@ fn start(mut config: AgentConfig, launch: &mut Launch) -> Result<(Shell, Vec<Act
 
 impl Shell {
     fn log(&self, level: log::Level, message: impl Into<String>) {
-        let identity = self
-            .life
-            .state()
-            .enrollment
-            .as_ref()
-            .map(|e| (e.recorder_id.clone(), e.account.id.clone()));
+        let identity = self.life.state().identity();
         emit(
             &LogLine {
                 level,

@@ -975,11 +975,7 @@ impl Lifecycle {
         Action::Log(LogLine {
             level,
             message: message.into(),
-            identity: self
-                .state
-                .enrollment
-                .as_ref()
-                .map(|e| (e.recorder_id.clone(), e.account.id.clone())),
+            identity: self.state.identity(),
         })
     }
 

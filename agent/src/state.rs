@@ -27,6 +27,15 @@ pub struct State {
     pub consumed_codes: Vec<String>,
 }
 
+impl State {
+    /// Recorder and account id, once enrolled: the identity every log line carries.
+    pub fn identity(&self) -> Option<(String, String)> {
+        self.enrollment
+            .as_ref()
+            .map(|e| (e.recorder_id.clone(), e.account.id.clone()))
+    }
+}
+
 /// The credential and what it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
