@@ -122,10 +122,10 @@ pub enum CodesCommand {
         #[arg(long, value_name = "DAYS", conflicts_with = "expires_at")]
         expires_in_days: Option<u32>,
         /// The code stops enrolling at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
-        #[arg(long, value_name = "RFC3339")]
-        expires_at: Option<String>,
-        /// How many enrollments the code allows in all
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        expires_at: Option<i64>,
+        /// How many enrollments the code allows in all (at least 1)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_uses: Option<u32>,
         #[arg(long)]
         json: bool,
@@ -257,6 +257,13 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
 async fn code_key(config: &ServerConfig, store: &Arc<dyn Store>) -> anyhow::Result<CodeKey> {
     let sealed = store.sealed_codes_exist().await?;
     CodeKey::load_or_create(&config.data_dir, sealed).context("loading the registration code key")
+}
+
+/// `--expires-at`: an RFC 3339 time as Unix seconds; a bad one is a usage error (exit 2).
+fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-12-31T23:59:59Z"))
 }
 
 /// Whether a code still enrolls, and if not why, in a word.
@@ -468,17 +475,9 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             max_uses,
             json,
         }) => {
-            let expires_at = match (expires_in_days, expires_at) {
-                (Some(days), _) => Some(now + i64::from(days) * 86_400),
-                (None, Some(at)) => Some(
-                    OffsetDateTime::parse(&at, &Rfc3339)
-                        .with_context(|| {
-                            format!("--expires-at {at:?} is not an RFC 3339 time such as 2026-12-31T23:59:59Z")
-                        })?
-                        .unix_timestamp(),
-                ),
-                (None, None) => None,
-            };
+            let expires_at = expires_in_days
+                .map(|days| now + i64::from(days) * 86_400)
+                .or(expires_at);
             let key = code_key(&config, &store).await?;
             let limits = CodeLimits {
                 label: &label,

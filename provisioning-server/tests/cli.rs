@@ -557,13 +557,37 @@ fn codes_are_created_with_limits_listed_shown_again_disabled_and_rotated() {
             "tomorrow",
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
     let out = admin(
         dir.path(),
         &["codes", "create", "--account", id, "--max-uses", "0"],
     );
+    assert_eq!(out.status.code(), Some(2));
+    let out = admin(
+        dir.path(),
+        &[
+            "codes",
+            "create",
+            "--account",
+            id,
+            "--expires-at",
+            "2001-01-01T00:00:00Z",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("in the past"), "{}", stderr(&out));
+    assert_eq!(
+        json_of(&admin(
+            dir.path(),
+            &["codes", "list", "--account", id, "--json"]
+        ))
+        .as_array()
+        .unwrap()
+        .len(),
+        3,
+        "refused codes are not stored"
+    );
 
     // Every step is audited, and no audit row holds a code.
     let audit = stdout(&admin(dir.path(), &["audit", "--json", "--limit", "100"]));

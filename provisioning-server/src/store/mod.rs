@@ -66,8 +66,8 @@ pub struct Account {
     pub name: String,
     pub kind: AccountKind,
     pub parent_id: Option<String>,
-    /// The public id of the account's current registration code (the secret is never
-    /// stored, so the whole code cannot be shown again).
+    /// The public id of the account's newest active registration code (`codes list` shows
+    /// all of them).
     pub code_public_id: Option<String>,
     pub created_at: i64,
 }
