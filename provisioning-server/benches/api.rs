@@ -105,6 +105,7 @@ async fn main() {
     let store: Arc<dyn Store> = Arc::new(store);
     let (_, code) = contera_provisioning::accounts::create(
         &store,
+        &contera_provisioning::secrets::CodeKey::load_or_create(dir.path(), false).unwrap(),
         "Bench",
         AccountKind::Customer,
         None,

@@ -1,5 +1,6 @@
-//! Accounts and their registration codes: minting, rotation, and checking a typed code in
-//! constant time without telling unknown, rotated and wrong codes apart.
+//! Accounts and their registration codes: minting (sealed for showing again), rotation,
+//! limits, and checking a typed code in constant time without telling unknown, rotated,
+//! disabled, expired, used-up and wrong codes apart.
 
 use std::sync::Arc;
 
@@ -7,10 +8,19 @@ use contera_protocol::RegistrationCode;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::store::{Account, AccountKind, Actor, Store, StoreError};
+use crate::secrets::{CodeKey, SecretsError};
+use crate::store::{
+    Account, AccountKind, Actor, CodeInfo, NewAuditEntry, NewCode, Store, StoreError,
+};
 
 /// Longest account name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Longest code label accepted, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// The label of the code an account is created with.
+pub const INITIAL_LABEL: &str = "Initial code";
+/// The label of the code `codes rotate` creates.
+pub const ROTATED_LABEL: &str = "Rotated code";
 /// Minting retries when a fresh public id collides with an existing one.
 const MINT_ATTEMPTS: usize = 8;
 
@@ -28,6 +38,18 @@ pub enum AccountError {
     ParentNotPartner(String),
     #[error("account {0} does not exist: list accounts with `accounts list`")]
     NotFound(String),
+    #[error("registration code {0} does not exist: list an account's codes with `codes list --account ID`")]
+    CodeNotFound(String),
+    #[error("registration code {0} was created before codes were kept; rotate to see one")]
+    CodeNotKept(String),
+    #[error("code label is {0} characters long; use at most {MAX_LABEL_CHARS}")]
+    LabelTooLong(usize),
+    #[error("maximum uses must be at least 1")]
+    ZeroMaxUses,
+    #[error("the expiry is in the past: give a time in the future")]
+    ExpiryInPast,
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -45,13 +67,48 @@ fn fresh_code() -> RegistrationCode {
     RegistrationCode::from_random(rand::random())
 }
 
+/// What a new code allows: its label and optional limits.
+#[derive(Debug, Clone, Default)]
+pub struct CodeLimits<'a> {
+    pub label: &'a str,
+    /// Unix seconds after which it no longer enrolls.
+    pub expires_at: Option<i64>,
+    /// How many enrollments it allows in all.
+    pub max_uses: Option<i64>,
+}
+
+/// A fresh code and its row: the hash for enrollment, the whole code sealed for showing.
+fn mint(
+    key: &CodeKey,
+    limits: &CodeLimits<'_>,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<(RegistrationCode, NewCode), AccountError> {
+    let code = fresh_code();
+    let public_id = code.public_id();
+    let sealed = key.seal(&public_id, &code.compact())?;
+    let row = NewCode {
+        secret_hash: hash_secret(&code.secret()),
+        public_id,
+        sealed,
+        label: limits.label.trim().to_string(),
+        expires_at: limits.expires_at,
+        max_uses: limits.max_uses,
+        created_by: actor.to_string(),
+        created_at: now,
+    };
+    Ok((code, row))
+}
+
 fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Creates an account with its first code. The code is returned once and never stored.
+/// Creates an account with its first code (labelled [`INITIAL_LABEL`], no limits). Only
+/// the code's hash and its sealed form are stored.
 pub async fn create(
     store: &Arc<dyn Store>,
+    key: &CodeKey,
     name: &str,
     kind: AccountKind,
     parent_id: Option<&str>,
@@ -82,17 +139,13 @@ pub async fn create(
         code_public_id: None,
         created_at: now(),
     };
+    let initial = CodeLimits {
+        label: INITIAL_LABEL,
+        ..CodeLimits::default()
+    };
     for attempt in 1..=MINT_ATTEMPTS {
-        let code = fresh_code();
-        match store
-            .create_account(
-                &account,
-                &code.public_id(),
-                &hash_secret(&code.secret()),
-                actor,
-            )
-            .await
-        {
+        let (code, row) = mint(key, &initial, actor, account.created_at)?;
+        match store.create_account(&account, &row, actor).await {
             Ok(()) => {
                 account.code_public_id = Some(code.public_id());
                 return Ok((account, code));
@@ -105,24 +158,22 @@ pub async fn create(
     unreachable!("the last attempt returns")
 }
 
-/// Replaces the account's code; the old one stops working with this commit.
+/// Replaces all of the account's active codes with one new code; the old ones stop
+/// working with this commit.
 pub async fn rotate_code(
     store: &Arc<dyn Store>,
+    key: &CodeKey,
     account_id: &str,
     actor: Actor<'_>,
 ) -> Result<RegistrationCode, AccountError> {
+    let rotated = CodeLimits {
+        label: ROTATED_LABEL,
+        ..CodeLimits::default()
+    };
     for attempt in 1..=MINT_ATTEMPTS {
-        let code = fresh_code();
-        match store
-            .rotate_code(
-                account_id,
-                &code.public_id(),
-                &hash_secret(&code.secret()),
-                now(),
-                actor,
-            )
-            .await
-        {
+        let now = now();
+        let (code, row) = mint(key, &rotated, actor, now)?;
+        match store.rotate_code(account_id, &row, now, actor).await {
             Ok(()) => return Ok(code),
             Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => continue,
             Err(StoreError::NotFound { .. }) => {
@@ -132,6 +183,97 @@ pub async fn rotate_code(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// Adds a code to an account, next to its other codes.
+pub async fn create_code(
+    store: &Arc<dyn Store>,
+    key: &CodeKey,
+    account_id: &str,
+    limits: &CodeLimits<'_>,
+    actor: Actor<'_>,
+) -> Result<RegistrationCode, AccountError> {
+    let chars = limits.label.trim().chars().count();
+    if chars > MAX_LABEL_CHARS {
+        return Err(AccountError::LabelTooLong(chars));
+    }
+    if limits.max_uses.is_some_and(|n| n < 1) {
+        return Err(AccountError::ZeroMaxUses);
+    }
+    let now = now();
+    if limits.expires_at.is_some_and(|at| at <= now) {
+        return Err(AccountError::ExpiryInPast);
+    }
+    for attempt in 1..=MINT_ATTEMPTS {
+        let (code, row) = mint(key, limits, actor, now)?;
+        match store.create_code(account_id, &row, actor).await {
+            Ok(()) => return Ok(code),
+            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => continue,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(AccountError::NotFound(account_id.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// The account's codes, newest first, without the codes themselves.
+pub async fn list_codes(
+    store: &Arc<dyn Store>,
+    account_id: &str,
+) -> Result<Vec<CodeInfo>, AccountError> {
+    if store.account(account_id).await?.is_none() {
+        return Err(AccountError::NotFound(account_id.to_string()));
+    }
+    Ok(store.codes(account_id).await?)
+}
+
+/// One code with the whole code decrypted, for a user allowed to see codes. Audited as
+/// `code.shown` (without the code), since showing it hands out its power to enroll.
+pub async fn show_code(
+    store: &Arc<dyn Store>,
+    key: &CodeKey,
+    public_id: &str,
+    actor: Actor<'_>,
+) -> Result<(CodeInfo, RegistrationCode), AccountError> {
+    let public_id = public_id.trim().to_ascii_uppercase();
+    let info = store
+        .code_info(&public_id)
+        .await?
+        .ok_or_else(|| AccountError::CodeNotFound(public_id.clone()))?;
+    let sealed = info
+        .sealed
+        .as_ref()
+        .ok_or_else(|| AccountError::CodeNotKept(public_id.clone()))?;
+    let code: RegistrationCode = key
+        .open(&info.public_id, sealed)?
+        .parse()
+        .map_err(|_| SecretsError::Open)?;
+    store
+        .append_audit(&[NewAuditEntry {
+            at: now(),
+            actor: actor.to_string(),
+            action: "code.shown".into(),
+            account_id: Some(info.account_id.clone()),
+            recorder_id: None,
+            detail: serde_json::json!({ "code_public_id": info.public_id }),
+        }])
+        .await?;
+    Ok((info, code))
+}
+
+/// Disables one code from the next enrollment attempt on; false when it already was.
+pub async fn disable_code(
+    store: &Arc<dyn Store>,
+    public_id: &str,
+    actor: Actor<'_>,
+) -> Result<bool, AccountError> {
+    let public_id = public_id.trim().to_ascii_uppercase();
+    match store.disable_code(&public_id, now(), actor).await {
+        Err(StoreError::NotFound { .. }) => Err(AccountError::CodeNotFound(public_id)),
+        other => Ok(other?),
+    }
 }
 
 /// Why a code was not accepted; deliberately one case for the caller, so no answer tells
@@ -160,8 +302,16 @@ pub async fn resolve_code(
         .map(|s| s.secret_hash.clone())
         .unwrap_or_else(|| vec![0u8; presented.len()]);
     let matches: bool = presented.ct_eq(&expected).into();
+    // Every check is evaluated whatever the others say (no short circuit), and all of them
+    // lead to the same answer.
+    let now = now();
+    let usable = stored.as_ref().is_some_and(|s| {
+        !s.disabled
+            & s.expires_at.is_none_or(|at| at > now)
+            & s.max_uses.is_none_or(|max| s.uses < max)
+    });
     match stored {
-        Some(stored) if matches && !stored.disabled => {
+        Some(stored) if matches & usable => {
             let account = store
                 .account(&stored.account_id)
                 .await?
@@ -195,6 +345,10 @@ mod tests {
     use super::*;
     use crate::store::SqliteStore;
 
+    fn key() -> CodeKey {
+        CodeKey::from_bytes(&[7; crate::secrets::KEY_LEN]).unwrap()
+    }
+
     async fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
@@ -204,15 +358,24 @@ mod tests {
     #[tokio::test]
     async fn a_code_resolves_to_its_account_until_rotated() {
         let (_dir, store) = store().await;
-        let (account, code) = create(&store, "Store 12", AccountKind::Customer, None, "test")
-            .await
-            .unwrap();
+        let (account, code) = create(
+            &store,
+            &key(),
+            "Store 12",
+            AccountKind::Customer,
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
         let (found, public) = resolve_code(&store, &code.to_string().to_lowercase())
             .await
             .unwrap();
         assert_eq!(found.id, account.id);
         assert_eq!(public, code.public_id());
-        let new_code = rotate_code(&store, &account.id, "test").await.unwrap();
+        let new_code = rotate_code(&store, &key(), &account.id, "test")
+            .await
+            .unwrap();
         assert!(matches!(
             resolve_code(&store, &code.to_string()).await,
             Err(CodeRejected::Invalid)
@@ -230,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn a_right_public_id_with_a_wrong_secret_is_rejected() {
         let (_dir, store) = store().await;
-        let (_, code) = create(&store, "A", AccountKind::Customer, None, "test")
+        let (_, code) = create(&store, &key(), "A", AccountKind::Customer, None, "test")
             .await
             .unwrap();
         let mut secret: Vec<u8> = code.compact().into_bytes()[4..23]
@@ -258,19 +421,33 @@ mod tests {
     #[tokio::test]
     async fn only_partners_hold_accounts() {
         let (_dir, store) = store().await;
-        let (customer, _) = create(&store, "C", AccountKind::Customer, None, "t")
+        let (customer, _) = create(&store, &key(), "C", AccountKind::Customer, None, "t")
             .await
             .unwrap();
-        let err = create(&store, "X", AccountKind::Customer, Some(&customer.id), "t")
-            .await
-            .unwrap_err();
+        let err = create(
+            &store,
+            &key(),
+            "X",
+            AccountKind::Customer,
+            Some(&customer.id),
+            "t",
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, AccountError::ParentNotPartner(_)));
-        let err = create(&store, "X", AccountKind::Customer, Some("nope"), "t")
-            .await
-            .unwrap_err();
+        let err = create(
+            &store,
+            &key(),
+            "X",
+            AccountKind::Customer,
+            Some("nope"),
+            "t",
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, AccountError::NoParent(_)));
         assert!(matches!(
-            create(&store, "  ", AccountKind::Customer, None, "t").await,
+            create(&store, &key(), "  ", AccountKind::Customer, None, "t").await,
             Err(AccountError::EmptyName)
         ));
         assert_eq!(store.accounts().await.unwrap().len(), 1);
@@ -279,11 +456,156 @@ mod tests {
     #[tokio::test]
     async fn stored_hash_is_not_the_secret() {
         let (_dir, store) = store().await;
-        let (_, code) = create(&store, "A", AccountKind::Customer, None, "t")
+        let (_, code) = create(&store, &key(), "A", AccountKind::Customer, None, "t")
             .await
             .unwrap();
         let stored = store.code(&code.public_id()).await.unwrap().unwrap();
         assert_ne!(stored.secret_hash, code.secret().as_bytes());
         assert_eq!(stored.secret_hash.len(), 32);
+    }
+
+    #[tokio::test]
+    async fn disabled_expired_and_used_up_codes_are_refused_like_unknown_ones() {
+        let (_dir, store) = store().await;
+        let (account, first) = create(&store, &key(), "A", AccountKind::Customer, None, "t")
+            .await
+            .unwrap();
+        let limited = CodeLimits {
+            label: " Installer ",
+            expires_at: Some(now() + 3600),
+            max_uses: Some(1),
+        };
+        let second = create_code(&store, &key(), &account.id, &limited, "t")
+            .await
+            .unwrap();
+        // Both codes work side by side.
+        assert!(resolve_code(&store, &first.to_string()).await.is_ok());
+        assert!(resolve_code(&store, &second.to_string()).await.is_ok());
+        let listed = list_codes(&store, &account.id).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        let info = listed
+            .iter()
+            .find(|c| c.public_id == second.public_id())
+            .unwrap();
+        assert_eq!(info.label, "Installer");
+        assert_eq!(info.max_uses, Some(1));
+        assert_eq!(info.created_by, "t");
+        assert!(listed.iter().any(|c| c.label == INITIAL_LABEL));
+
+        // Used up: what enrollment counts, set directly here.
+        enroll_once(&store, &second.public_id()).await;
+        assert!(matches!(
+            resolve_code(&store, &second.to_string()).await,
+            Err(CodeRejected::Invalid)
+        ));
+
+        // Disabled.
+        assert!(disable_code(&store, &first.public_id(), "t").await.unwrap());
+        assert!(!disable_code(&store, &first.public_id(), "t").await.unwrap());
+        assert!(matches!(
+            resolve_code(&store, &first.to_string()).await,
+            Err(CodeRejected::Invalid)
+        ));
+        assert!(matches!(
+            disable_code(&store, "ZZZZ", "t").await,
+            Err(AccountError::CodeNotFound(_))
+        ));
+
+        // Bad limits are refused before anything is stored.
+        for bad in [
+            CodeLimits {
+                max_uses: Some(0),
+                ..CodeLimits::default()
+            },
+            CodeLimits {
+                expires_at: Some(now() - 1),
+                ..CodeLimits::default()
+            },
+        ] {
+            assert!(create_code(&store, &key(), &account.id, &bad, "t")
+                .await
+                .is_err());
+        }
+        assert!(matches!(
+            create_code(&store, &key(), "nope", &CodeLimits::default(), "t").await,
+            Err(AccountError::NotFound(_))
+        ));
+        assert_eq!(list_codes(&store, &account.id).await.unwrap().len(), 2);
+    }
+
+    /// Marks one use of a code through the enrollment path's own statement.
+    async fn enroll_once(store: &Arc<dyn Store>, public_id: &str) {
+        let stored = store.code(public_id).await.unwrap().unwrap();
+        assert_eq!(stored.uses, 0);
+        let account = store.account(&stored.account_id).await.unwrap().unwrap();
+        let record = crate::store::EnrollRecord {
+            recorder_id: "r1".into(),
+            account_id: account.id,
+            key_fingerprint: "k1".into(),
+            serial: "S1".into(),
+            mac: None,
+            model: "M".into(),
+            firmware: None,
+            agent_version: "t".into(),
+            code_public_id: public_id.into(),
+            cert_serial: "c1".into(),
+            cert_not_after: now() + 100,
+            now: now(),
+        };
+        store.enroll(&record).await.unwrap();
+        assert_eq!(store.code(public_id).await.unwrap().unwrap().uses, 1);
+    }
+
+    #[tokio::test]
+    async fn a_shown_code_is_the_one_that_was_created_and_needs_its_key() {
+        let (dir, store) = store().await;
+        let (account, code) = create(&store, &key(), "A", AccountKind::Customer, None, "t")
+            .await
+            .unwrap();
+        let (info, shown) = show_code(&store, &key(), &code.public_id().to_lowercase(), "t")
+            .await
+            .unwrap();
+        assert_eq!(shown.to_string(), code.to_string());
+        assert_eq!(info.account_id, account.id);
+        let other = CodeKey::from_bytes(&[8; crate::secrets::KEY_LEN]).unwrap();
+        assert!(matches!(
+            show_code(&store, &other, &code.public_id(), "t").await,
+            Err(AccountError::Secrets(SecretsError::Open))
+        ));
+        // The audit row says it was shown, without the code.
+        let log = store.audit_log(10).await.unwrap();
+        assert_eq!(log[0].action, "code.shown");
+        assert!(log
+            .iter()
+            .all(|e| !e.detail.contains(&code.compact()) && !e.detail.contains(&code.to_string())));
+        // A code from before codes were kept (no ciphertext) says how to get one.
+        let old = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let account_row = Account {
+            id: "legacy".into(),
+            name: "L".into(),
+            kind: AccountKind::Customer,
+            parent_id: None,
+            code_public_id: None,
+            created_at: 1,
+        };
+        let (_, mut row) = mint(&key(), &CodeLimits::default(), "t", 1).unwrap();
+        row.public_id = "LGCY".into();
+        old.create_account(&account_row, &row, "t").await.unwrap();
+        drop(old);
+        // Clearing the ciphertext stands for a row written before migration 0003.
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+                .await
+                .unwrap();
+        sqlx::query("UPDATE registration_codes SET code_nonce = NULL, code_ciphertext = NULL WHERE public_id = 'LGCY'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let err = show_code(&store, &key(), "LGCY", "t").await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("created before codes were kept; rotate to see one"),
+            "{err}"
+        );
     }
 }

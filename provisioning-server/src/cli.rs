@@ -12,9 +12,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts;
+use crate::accounts::{self, CodeLimits};
 use crate::config::{ConfigError, ServerConfig};
-use crate::store::{Account, AccountKind, Recorder, SqliteStore, Store};
+use crate::secrets::CodeKey;
+use crate::store::{Account, AccountKind, CodeInfo, Recorder, SqliteStore, Store};
 use crate::terminal::{safe, safe_json};
 
 /// Exit code for usage and configuration errors (a unit lists it in RestartPreventExitStatus).
@@ -75,7 +76,7 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Create an account and print its registration code (shown only now)
+    /// Create an account and print its registration code (`codes show` prints it again)
     Create {
         #[arg(long)]
         name: String,
@@ -103,6 +104,40 @@ pub enum CodesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List an account's registration codes with their limits and last use (not the codes)
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a registration code to an account, next to its other codes, and print it
+    Create {
+        #[arg(long)]
+        account: String,
+        /// What the code is for, e.g. the installer or site it was given to
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The code stops enrolling this many days from now
+        #[arg(long, value_name = "DAYS", conflicts_with = "expires_at")]
+        expires_in_days: Option<u32>,
+        /// The code stops enrolling at this time (RFC 3339, e.g. 2026-12-31T23:59:59Z)
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+        expires_at: Option<i64>,
+        /// How many enrollments the code allows in all (at least 1)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_uses: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a registration code again, decrypted with the data directory's code key
+    Show {
+        public_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a registration code: it stops enrolling at the next attempt
+    Disable { public_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +252,51 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// The key that seals registration codes, created on first use; a clear error when it is
+/// missing while the database holds codes sealed with it.
+async fn code_key(config: &ServerConfig, store: &Arc<dyn Store>) -> anyhow::Result<CodeKey> {
+    let sealed = store.sealed_codes_exist().await?;
+    CodeKey::load_or_create(&config.data_dir, sealed).context("loading the registration code key")
+}
+
+/// `--expires-at`: an RFC 3339 time as Unix seconds; a bad one is a usage error (exit 2).
+fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time such as 2026-12-31T23:59:59Z"))
+}
+
+/// Whether a code still enrolls, and if not why, in a word.
+fn code_state(c: &CodeInfo, now: i64) -> &'static str {
+    if c.disabled_at.is_some() {
+        "disabled"
+    } else if c.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else if c.max_uses.is_some_and(|max| c.uses >= max) {
+        "used up"
+    } else {
+        "active"
+    }
+}
+
+fn code_json(c: &CodeInfo, now: i64) -> serde_json::Value {
+    json!({
+        "public_id": c.public_id,
+        "account_id": c.account_id,
+        "label": c.label,
+        "state": code_state(c, now),
+        "created_at": rfc3339(c.created_at),
+        "created_by": c.created_by,
+        "expires_at": c.expires_at.map(rfc3339),
+        "max_uses": c.max_uses,
+        "uses": c.uses,
+        "disabled_at": c.disabled_at.map(rfc3339),
+        "last_used_at": c.last_used_at.map(rfc3339),
+        "last_used_recorder": c.last_used_recorder,
+        "can_be_shown": c.sealed.is_some(),
+    })
+}
+
 fn rfc3339(ts: i64) -> String {
     OffsetDateTime::from_unix_timestamp(ts)
         .ok()
@@ -290,8 +370,9 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             parent,
             json,
         }) => {
+            let key = code_key(&config, &store).await?;
             let (account, code) =
-                accounts::create(&store, &name, kind, parent.as_deref(), &actor).await?;
+                accounts::create(&store, &key, &name, kind, parent.as_deref(), &actor).await?;
             if json {
                 let mut value = account_json(&account);
                 value["registration_code"] = json!(code.to_string());
@@ -307,7 +388,10 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     println!("  parent:            {}", safe(parent));
                 }
                 println!("  registration code: {code}");
-                println!("Keep the code safe: it is shown only now (rotate it to get a new one).");
+                println!(
+                    "Keep the code safe: `codes show {}` prints it again.",
+                    code.public_id()
+                );
             }
         }
         Command::Accounts(AccountsCommand::List { json }) => {
@@ -331,7 +415,8 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Codes(CodesCommand::Rotate { account, json }) => {
-            let code = accounts::rotate_code(&store, &account, &actor).await?;
+            let key = code_key(&config, &store).await?;
+            let code = accounts::rotate_code(&store, &key, &account, &actor).await?;
             if json {
                 println!(
                     "{:#}",
@@ -340,6 +425,114 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             } else {
                 println!("New registration code for {account}: {code}");
                 println!("The previous code no longer works.");
+            }
+        }
+        Command::Codes(CodesCommand::List { account, json }) => {
+            let codes = accounts::list_codes(&store, &account).await?;
+            if json {
+                let list: Vec<_> = codes.iter().map(|c| code_json(c, now)).collect();
+                println!("{:#}", serde_json::Value::Array(list));
+            } else if codes.is_empty() {
+                println!("No registration codes: add one with `codes create --account {account}`.");
+            } else {
+                println!(
+                    "{:<9}  {:<8}  {:<7}  {:<20}  {:<20}  {:<20}  {:<24}  LABEL",
+                    "PUBLIC ID", "STATE", "USES", "EXPIRES", "CREATED", "LAST USED", "BY"
+                );
+                for c in &codes {
+                    let uses = match c.max_uses {
+                        Some(max) => format!("{}/{max}", c.uses),
+                        None => c.uses.to_string(),
+                    };
+                    let last_used = match (&c.last_used_at, &c.last_used_recorder) {
+                        (Some(at), Some(recorder)) => format!("{} by {}", rfc3339(*at), recorder),
+                        (Some(at), None) => rfc3339(*at),
+                        _ => "never".into(),
+                    };
+                    println!(
+                        "{:<9}  {:<8}  {:<7}  {:<20}  {:<20}  {:<20}  {:<24}  {}",
+                        safe(&c.public_id),
+                        code_state(c, now),
+                        uses,
+                        c.expires_at.map(rfc3339).unwrap_or_else(|| "never".into()),
+                        rfc3339(c.created_at),
+                        safe(&last_used),
+                        safe(if c.created_by.is_empty() {
+                            "-"
+                        } else {
+                            &c.created_by
+                        }),
+                        safe(&c.label),
+                    );
+                }
+            }
+        }
+        Command::Codes(CodesCommand::Create {
+            account,
+            label,
+            expires_in_days,
+            expires_at,
+            max_uses,
+            json,
+        }) => {
+            let expires_at = expires_in_days
+                .map(|days| now + i64::from(days) * 86_400)
+                .or(expires_at);
+            let key = code_key(&config, &store).await?;
+            let limits = CodeLimits {
+                label: &label,
+                expires_at,
+                max_uses: max_uses.map(i64::from),
+            };
+            let code = accounts::create_code(&store, &key, &account, &limits, &actor).await?;
+            if json {
+                println!(
+                    "{:#}",
+                    json!({
+                        "account_id": account,
+                        "public_id": code.public_id(),
+                        "registration_code": code.to_string(),
+                        "label": label.trim(),
+                        "expires_at": expires_at.map(rfc3339),
+                        "max_uses": max_uses,
+                    })
+                );
+            } else {
+                println!("New registration code for {}: {code}", safe(&account));
+                if let Some(at) = expires_at {
+                    println!("  expires:   {}", rfc3339(at));
+                }
+                if let Some(max) = max_uses {
+                    println!("  max uses:  {max}");
+                }
+                println!("The account's other codes keep working.");
+            }
+        }
+        Command::Codes(CodesCommand::Show { public_id, json }) => {
+            let key = code_key(&config, &store).await?;
+            let (info, code) = accounts::show_code(&store, &key, &public_id, &actor).await?;
+            if json {
+                let mut value = code_json(&info, now);
+                value["registration_code"] = json!(code.to_string());
+                println!("{value:#}");
+            } else {
+                println!("Registration code {}: {code}", safe(&info.public_id));
+                println!("  account:   {}", safe(&info.account_id));
+                println!("  label:     {}", safe(&info.label));
+                println!("  state:     {}", code_state(&info, now));
+            }
+        }
+        Command::Codes(CodesCommand::Disable { public_id }) => {
+            if accounts::disable_code(&store, &public_id, &actor).await? {
+                println!(
+                    "Registration code {} disabled: it no longer enrolls.",
+                    safe(&public_id)
+                );
+            } else {
+                println!(
+                    "Registration code {} was already disabled.",
+                    safe(&public_id)
+                );
             }
         }
         Command::Recorders(RecordersCommand::List { account, json }) => {

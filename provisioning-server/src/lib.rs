@@ -13,6 +13,7 @@ pub mod files;
 pub mod limits;
 pub mod mdns;
 pub mod recorders;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod terminal;

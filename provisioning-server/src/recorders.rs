@@ -56,6 +56,9 @@ impl From<StoreError> for RecorderError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Revoked => RecorderError::Revoked,
+            // Used up, disabled or expired between the check and the commit: the same
+            // answer as any other code that is not accepted.
+            StoreError::CodeRefused => RecorderError::InvalidCode,
             StoreError::Conflict(m) => RecorderError::Conflict(m),
             StoreError::EnrollmentRaced { .. } => RecorderError::Conflict(
                 "concurrent enrollments of this key kept racing; enroll again".into(),

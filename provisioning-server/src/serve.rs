@@ -103,6 +103,18 @@ pub async fn launch(
             .await
             .with_context(|| format!("opening database {}", config.database_path().display()))?,
     );
+    // The key that seals registration codes is made on first start, so it exists to be
+    // backed up with the database. The server itself only checks codes by their hash, so a
+    // key lost while sealed codes exist is reported and serving goes on: codes still enroll,
+    // they just cannot be shown again until the key is restored.
+    match store.sealed_codes_exist().await {
+        Ok(sealed) => {
+            if let Err(e) = crate::secrets::CodeKey::load_or_create(&config.data_dir, sealed) {
+                log::warn!("{e}; registration codes still enroll but cannot be shown again");
+            }
+        }
+        Err(e) => return Err(e).context("checking for sealed registration codes"),
+    }
     // Only at start, before serving: rows an interrupted enrollment of an older version
     // left without a certificate were never answered 200 and can never be used.
     let removed = store

@@ -156,6 +156,14 @@ fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str,
             .await
             .unwrap();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // Enrollment counts a use of the code, so it must be the account's real one.
+        let code_public_id = store
+            .account(account_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .code_public_id
+            .unwrap();
         let outcome = store
             .enroll(&EnrollRecord {
                 recorder_id: uuid::Uuid::new_v4().to_string(),
@@ -166,7 +174,7 @@ fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str,
                 model: model.into(),
                 firmware: Some("1.0".into()),
                 agent_version: "0.1.0\u{202e}".into(),
-                code_public_id: "test".into(),
+                code_public_id,
                 cert_serial: "01".into(),
                 cert_not_after: now + 86_400,
                 now,
@@ -277,10 +285,10 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
-/// Every regular file directly in `dir` and in `dir/tls`, with its mode.
+/// Every regular file directly in `dir`, `dir/tls` and `dir/secrets`, with its mode.
 fn file_modes(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
     let mut files = Vec::new();
-    for d in [dir.to_owned(), dir.join("tls")] {
+    for d in [dir.to_owned(), dir.join("tls"), dir.join("secrets")] {
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -348,12 +356,14 @@ fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
     );
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("tls")), 0o700);
+    assert_eq!(mode(&data.join("secrets")), 0o700);
     for name in [
         "contera.db",
         "contera.db-wal",
         "contera.db-shm",
         "ca.key",
         "server.pem",
+        "codes.key",
     ] {
         assert!(
             files.iter().any(|(p, _)| p.ends_with(name)),
@@ -430,4 +440,187 @@ fn the_cli_actor_is_the_real_user_not_the_environment() {
     } else {
         assert_eq!(actor, format!("cli:{me}"));
     }
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Resolves a code the way enrollment does, against the data directory's database.
+fn enrolls(data_dir: &Path, code: &str) -> bool {
+    use contera_provisioning::store::{SqliteStore, Store};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(
+            SqliteStore::open(&data_dir.join("contera.db"))
+                .await
+                .unwrap(),
+        );
+        contera_provisioning::accounts::resolve_code(&store, code)
+            .await
+            .is_ok()
+    })
+}
+
+#[test]
+fn codes_are_created_with_limits_listed_shown_again_disabled_and_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = json_of(&admin(
+        dir.path(),
+        &["accounts", "create", "--name", "Shop", "--json"],
+    ));
+    let id = account["id"].as_str().unwrap();
+    let initial = account["registration_code"].as_str().unwrap();
+
+    let created = json_of(&admin(
+        dir.path(),
+        &[
+            "codes",
+            "create",
+            "--account",
+            id,
+            "--label",
+            "Installer Bob",
+            "--expires-in-days",
+            "7",
+            "--max-uses",
+            "3",
+            "--json",
+        ],
+    ));
+    let code = created["registration_code"].as_str().unwrap();
+    let public_id = created["public_id"].as_str().unwrap();
+    assert_eq!(created["max_uses"], 3);
+    assert!(enrolls(dir.path(), code) && enrolls(dir.path(), initial));
+
+    let listed = json_of(&admin(
+        dir.path(),
+        &["codes", "list", "--account", id, "--json"],
+    ));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["public_id"], public_id);
+    assert_eq!(listed[0]["label"], "Installer Bob");
+    assert_eq!(listed[0]["state"], "active");
+    assert_eq!(listed[0]["uses"], 0);
+    assert!(listed[0]["expires_at"].is_string());
+    assert!(listed[0]["created_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
+    assert_eq!(listed[1]["label"], "Initial code");
+    let human = stdout(&admin(dir.path(), &["codes", "list", "--account", id]));
+    assert!(
+        human.contains("Installer Bob") && human.contains("0/3"),
+        "{human}"
+    );
+    assert!(!human.contains(code) && !human.contains(initial), "{human}");
+
+    // Shown again: the very code that enrolls, in both forms.
+    let shown = json_of(&admin(dir.path(), &["codes", "show", public_id, "--json"]));
+    assert_eq!(shown["registration_code"], code);
+    let human = stdout(&admin(dir.path(), &["codes", "show", public_id]));
+    assert!(human.contains(code), "{human}");
+
+    // Disabled: no longer enrolls; the other code still does.
+    let out = admin(dir.path(), &["codes", "disable", public_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!enrolls(dir.path(), code) && enrolls(dir.path(), initial));
+    let out = admin(dir.path(), &["codes", "disable", "ZZZZ"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("codes list"), "{}", stderr(&out));
+
+    // Rotate keeps its output and disables every active code.
+    let rotated = admin(dir.path(), &["codes", "rotate", "--account", id]);
+    let text = stdout(&rotated);
+    assert!(
+        text.starts_with(&format!("New registration code for {id}: ")),
+        "{text}"
+    );
+    assert!(text.contains("The previous code no longer works."));
+    let new_code = text.lines().next().unwrap().rsplit(' ').next().unwrap();
+    assert!(!enrolls(dir.path(), initial) && enrolls(dir.path(), new_code));
+
+    // Bad limits are refused with the fix.
+    let out = admin(
+        dir.path(),
+        &[
+            "codes",
+            "create",
+            "--account",
+            id,
+            "--expires-at",
+            "tomorrow",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+    let out = admin(
+        dir.path(),
+        &["codes", "create", "--account", id, "--max-uses", "0"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = admin(
+        dir.path(),
+        &[
+            "codes",
+            "create",
+            "--account",
+            id,
+            "--expires-at",
+            "2001-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("in the past"), "{}", stderr(&out));
+    assert_eq!(
+        json_of(&admin(
+            dir.path(),
+            &["codes", "list", "--account", id, "--json"]
+        ))
+        .as_array()
+        .unwrap()
+        .len(),
+        3,
+        "refused codes are not stored"
+    );
+
+    // Every step is audited, and no audit row holds a code.
+    let audit = stdout(&admin(dir.path(), &["audit", "--json", "--limit", "100"]));
+    for action in [
+        "code.created",
+        "code.shown",
+        "code.disabled",
+        "code.rotated",
+    ] {
+        assert!(audit.contains(action), "{action} missing: {audit}");
+    }
+    for c in [initial, code, new_code] {
+        assert!(!audit.contains(c) && !audit.contains(&c.replace('-', "")));
+    }
+}
+
+#[test]
+fn a_lost_code_key_is_named_and_codes_still_enroll() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = json_of(&admin(
+        dir.path(),
+        &["accounts", "create", "--name", "Shop", "--json"],
+    ));
+    let code = account["registration_code"].as_str().unwrap();
+    let public_id = &code[..4];
+    std::fs::remove_file(dir.path().join("secrets/codes.key")).unwrap();
+    let out = admin(dir.path(), &["codes", "show", public_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("codes.key is missing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("secrets/codes.key").exists(), "no new key");
+    assert!(enrolls(dir.path(), code));
 }

@@ -23,6 +23,11 @@ pub enum StoreError {
     /// another key (None: sign for a fresh id). Nothing was written; sign again and retry.
     #[error("the key's recorder changed during enrollment; retry")]
     EnrollmentRaced { recorder_id: Option<String> },
+    /// The code was disabled, expired or used up by the time the enrollment committed
+    /// (a concurrent enrollment took its last use): nothing was written. Answered exactly
+    /// like an unknown code.
+    #[error("the registration code is disabled, expired or used up")]
+    CodeRefused,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -61,8 +66,8 @@ pub struct Account {
     pub name: String,
     pub kind: AccountKind,
     pub parent_id: Option<String>,
-    /// The public id of the account's current registration code (the secret is never
-    /// stored, so the whole code cannot be shown again).
+    /// The public id of the account's newest active registration code (`codes list` shows
+    /// all of them).
     pub code_public_id: Option<String>,
     pub created_at: i64,
 }
@@ -74,6 +79,46 @@ pub struct StoredCode {
     pub account_id: String,
     pub secret_hash: Vec<u8>,
     pub disabled: bool,
+    /// Unix seconds after which the code no longer enrolls.
+    pub expires_at: Option<i64>,
+    /// How many enrollments the code allows in all.
+    pub max_uses: Option<i64>,
+    /// Successful enrollments with the code so far.
+    pub uses: i64,
+}
+
+/// A registration code to store: its hash for enrollment, and the whole code sealed under
+/// the code key (see [`crate::secrets`]) so it can be shown again.
+#[derive(Debug, Clone)]
+pub struct NewCode {
+    pub public_id: String,
+    pub secret_hash: Vec<u8>,
+    pub sealed: crate::secrets::SealedCode,
+    pub label: String,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    /// The actor that created it.
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A registration code for listing: everything but the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeInfo {
+    pub public_id: String,
+    pub account_id: String,
+    pub label: String,
+    pub created_at: i64,
+    /// Empty for codes created before who created them was kept.
+    pub created_by: String,
+    pub expires_at: Option<i64>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub disabled_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub last_used_recorder: Option<String>,
+    /// None for codes created before codes were kept sealed: only their hash exists.
+    pub sealed: Option<crate::secrets::SealedCode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -207,8 +252,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_account(
         &self,
         account: &Account,
-        code_public_id: &str,
-        code_secret_hash: &[u8],
+        code: &NewCode,
         actor: Actor<'_>,
     ) -> Result<(), StoreError>;
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
@@ -217,8 +261,7 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_code(
         &self,
         account_id: &str,
-        code_public_id: &str,
-        code_secret_hash: &[u8],
+        code: &NewCode,
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError>;
@@ -235,6 +278,11 @@ pub trait Store: Send + Sync + 'static {
     /// ([`StoreError::Revoked`]). When the key turns out to belong to another id than the
     /// certificate was signed for (a concurrent enrollment won), nothing is written and
     /// [`StoreError::EnrollmentRaced`] says which id to sign for instead.
+    ///
+    /// Every successful enrollment counts as a use of `record.code_public_id` (uses + 1,
+    /// last used at and by which recorder), in the same transaction; a code disabled,
+    /// expired or at its maximum uses by then refuses it ([`StoreError::CodeRefused`]) and
+    /// nothing is written, so a use limit holds under concurrent enrollments.
     async fn enroll(&self, record: &EnrollRecord) -> Result<EnrollOutcome, StoreError>;
     /// The recorder that holds this key, if any (revoked or not).
     async fn recorder_by_key(&self, key_fingerprint: &str) -> Result<Option<Recorder>, StoreError>;
@@ -265,4 +313,28 @@ pub trait Store: Send + Sync + 'static {
     /// heartbeat.
     async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError>;
     async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // Registration codes, several per account (migration 0003).
+    /// Adds a code to an existing account ([`StoreError::NotFound`] otherwise), audited as
+    /// `code.created` without the code itself.
+    async fn create_code(
+        &self,
+        account_id: &str,
+        code: &NewCode,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
+    /// The account's codes, newest first.
+    async fn codes(&self, account_id: &str) -> Result<Vec<CodeInfo>, StoreError>;
+    /// One code by its public id, with its sealed form.
+    async fn code_info(&self, public_id: &str) -> Result<Option<CodeInfo>, StoreError>;
+    /// Disables one code; returns false when it already was. Audited as `code.disabled`.
+    async fn disable_code(
+        &self,
+        public_id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Whether any code is stored sealed, so that a missing code key is an error rather
+    /// than a new key that could open none of them.
+    async fn sealed_codes_exist(&self) -> Result<bool, StoreError>;
 }

@@ -119,8 +119,7 @@ impl Store for SqliteStore {
     async fn create_account(
         &self,
         account: &Account,
-        code_public_id: &str,
-        code_secret_hash: &[u8],
+        code: &NewCode,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -143,14 +142,7 @@ impl Store for SqliteStore {
             }
         }
         inserted?;
-        insert_code(
-            &mut tx,
-            &account.id,
-            code_public_id,
-            code_secret_hash,
-            account.created_at,
-        )
-        .await?;
+        insert_code(&mut tx, &account.id, code).await?;
         audit(
             &mut tx,
             account.created_at,
@@ -162,7 +154,7 @@ impl Store for SqliteStore {
                 "name": account.name,
                 "kind": account.kind.as_str(),
                 "parent_id": account.parent_id,
-                "code_public_id": code_public_id,
+                "code_public_id": code.public_id,
             }),
         )
         .await?;
@@ -191,8 +183,7 @@ impl Store for SqliteStore {
     async fn rotate_code(
         &self,
         account_id: &str,
-        code_public_id: &str,
-        code_secret_hash: &[u8],
+        code: &NewCode,
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
@@ -214,7 +205,7 @@ impl Store for SqliteStore {
                 id: account_id.to_string(),
             });
         }
-        insert_code(&mut tx, account_id, code_public_id, code_secret_hash, now).await?;
+        insert_code(&mut tx, account_id, code).await?;
         let old: Vec<String> = disabled
             .iter()
             .map(|r| r.try_get::<String, _>("public_id"))
@@ -226,7 +217,7 @@ impl Store for SqliteStore {
             "code.rotated",
             Some(account_id),
             None,
-            serde_json::json!({ "disabled": old, "code_public_id": code_public_id }),
+            serde_json::json!({ "disabled": old, "code_public_id": code.public_id }),
         )
         .await?;
         tx.commit().await?;
@@ -235,7 +226,8 @@ impl Store for SqliteStore {
 
     async fn code(&self, public_id: &str) -> Result<Option<StoredCode>, StoreError> {
         let row = sqlx::query(
-            "SELECT public_id, account_id, secret_hash, disabled_at FROM registration_codes WHERE public_id = ?",
+            "SELECT public_id, account_id, secret_hash, disabled_at, expires_at, max_uses, uses \
+             FROM registration_codes WHERE public_id = ?",
         )
         .bind(public_id)
         .fetch_optional(&self.pool)
@@ -247,6 +239,9 @@ impl Store for SqliteStore {
                     account_id: row.try_get("account_id")?,
                     secret_hash: row.try_get("secret_hash")?,
                     disabled: row.try_get::<Option<i64>, _>("disabled_at")?.is_some(),
+                    expires_at: row.try_get("expires_at")?,
+                    max_uses: row.try_get("max_uses")?,
+                    uses: row.try_get("uses")?,
                 })
             })
             .transpose()?)
@@ -278,6 +273,25 @@ impl Store for SqliteStore {
         .await?
         .rows_affected()
             == 1;
+        // Every successful enrollment is a use of its code. Checked again here, inside the
+        // transaction that holds the write lock, so concurrent enrollments cannot exceed
+        // max_uses and a code disabled or expired since it was resolved refuses. Returning
+        // early rolls everything back.
+        let counted = sqlx::query(
+            "UPDATE registration_codes SET uses = uses + 1, last_used_at = ?, last_used_recorder = ? \
+             WHERE public_id = ? AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > ?) \
+             AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(r.now)
+        .bind(&r.recorder_id)
+        .bind(&r.code_public_id)
+        .bind(r.now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if counted != 1 {
+            return Err(StoreError::CodeRefused);
+        }
         let actor = format!("code:{}", r.code_public_id);
         let kind = if inserted {
             // A new key claiming a serial that is enrolled and not revoked is flagged as a
@@ -632,27 +646,170 @@ impl Store for SqliteStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    // Registration codes, several per account (migration 0003).
+    async fn create_code(
+        &self,
+        account_id: &str,
+        code: &NewCode,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?")
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                what: "account",
+                id: account_id.to_string(),
+            });
+        }
+        insert_code(&mut tx, account_id, code).await?;
+        audit(
+            &mut tx,
+            code.created_at,
+            actor,
+            "code.created",
+            Some(account_id),
+            None,
+            serde_json::json!({
+                "code_public_id": code.public_id,
+                "label": code.label,
+                "expires_at": code.expires_at,
+                "max_uses": code.max_uses,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn codes(&self, account_id: &str) -> Result<Vec<CodeInfo>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{CODE_INFO_SELECT} WHERE account_id = ? ORDER BY created_at DESC, rowid DESC"
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(code_info_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn code_info(&self, public_id: &str) -> Result<Option<CodeInfo>, StoreError> {
+        let row = sqlx::query(&format!("{CODE_INFO_SELECT} WHERE public_id = ?"))
+            .bind(public_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(code_info_from_row).transpose()?)
+    }
+
+    async fn disable_code(
+        &self,
+        public_id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE registration_codes SET disabled_at = ? WHERE public_id = ? AND disabled_at IS NULL \
+             RETURNING account_id",
+        )
+        .bind(now)
+        .bind(public_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = changed else {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM registration_codes WHERE public_id = ?")
+                    .bind(public_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound {
+                    what: "registration code",
+                    id: public_id.to_string(),
+                }),
+            };
+        };
+        let account_id: String = row.try_get("account_id")?;
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "code.disabled",
+            Some(&account_id),
+            None,
+            serde_json::json!({ "code_public_id": public_id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn sealed_codes_exist(&self) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM registration_codes WHERE code_ciphertext IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+}
+
+const CODE_INFO_SELECT: &str = "SELECT public_id, account_id, label, created_at, created_by, \
+    expires_at, max_uses, uses, disabled_at, last_used_at, last_used_recorder, code_nonce, \
+    code_ciphertext FROM registration_codes";
+
+fn code_info_from_row(row: &SqliteRow) -> Result<CodeInfo, sqlx::Error> {
+    let nonce: Option<Vec<u8>> = row.try_get("code_nonce")?;
+    let ciphertext: Option<Vec<u8>> = row.try_get("code_ciphertext")?;
+    Ok(CodeInfo {
+        public_id: row.try_get("public_id")?,
+        account_id: row.try_get("account_id")?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        disabled_at: row.try_get("disabled_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        last_used_recorder: row.try_get("last_used_recorder")?,
+        sealed: nonce
+            .zip(ciphertext)
+            .map(|(nonce, ciphertext)| crate::secrets::SealedCode { nonce, ciphertext }),
+    })
 }
 
 async fn insert_code(
     tx: &mut Transaction<'_, Sqlite>,
     account_id: &str,
-    public_id: &str,
-    secret_hash: &[u8],
-    now: i64,
+    code: &NewCode,
 ) -> Result<(), StoreError> {
     let result = sqlx::query(
-        "INSERT INTO registration_codes (public_id, account_id, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO registration_codes (public_id, account_id, secret_hash, created_at, label, \
+         expires_at, max_uses, created_by, code_nonce, code_ciphertext) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
-    .bind(public_id)
+    .bind(&code.public_id)
     .bind(account_id)
-    .bind(secret_hash)
-    .bind(now)
+    .bind(&code.secret_hash)
+    .bind(code.created_at)
+    .bind(&code.label)
+    .bind(code.expires_at)
+    .bind(code.max_uses)
+    .bind(&code.created_by)
+    .bind(&code.sealed.nonce)
+    .bind(&code.sealed.ciphertext)
     .execute(&mut **tx)
     .await;
     match result {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-            format!("registration code id {public_id} is taken"),
+            format!("registration code id {} is taken", code.public_id),
         )),
         other => other.map(|_| ()).map_err(StoreError::from),
     }
@@ -668,6 +825,22 @@ mod tests {
         (dir, store)
     }
 
+    fn new_code(public_id: &str) -> NewCode {
+        NewCode {
+            public_id: public_id.to_string(),
+            secret_hash: vec![0; 32],
+            sealed: crate::secrets::SealedCode {
+                nonce: vec![0; 12],
+                ciphertext: vec![1; 40],
+            },
+            label: "Initial code".into(),
+            expires_at: None,
+            max_uses: None,
+            created_by: "test".into(),
+            created_at: 1,
+        }
+    }
+
     async fn account(store: &SqliteStore, id: &str) {
         let account = Account {
             id: id.to_string(),
@@ -678,7 +851,7 @@ mod tests {
             created_at: 1,
         };
         store
-            .create_account(&account, &format!("C{id}"), &[0; 32], "test")
+            .create_account(&account, &new_code(&format!("C{id}")), "test")
             .await
             .unwrap();
     }
@@ -977,5 +1150,129 @@ mod tests {
             .collect();
         assert_eq!(got, entries);
         assert_eq!(store.audit_log(1000).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_enrollment_is_a_use_and_a_used_up_code_writes_nothing() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        sqlx::query("UPDATE registration_codes SET max_uses = 2")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.enroll(&record("r1", "a", "k1", "S1")).await.unwrap();
+        // Enrolling the same key again counts too.
+        store.enroll(&record("r1", "a", "k1", "S1")).await.unwrap();
+        let info = store.code_info("Ca").await.unwrap().unwrap();
+        assert_eq!(info.uses, 2);
+        assert_eq!(info.last_used_at, Some(10));
+        assert_eq!(info.last_used_recorder.as_deref(), Some("r1"));
+
+        let before = store.recorders(None).await.unwrap();
+        let audit_before = actions(&store).await;
+        let err = store
+            .enroll(&record("r2", "a", "k2", "S2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::CodeRefused), "{err:?}");
+        assert_eq!(store.recorders(None).await.unwrap(), before);
+        assert_eq!(actions(&store).await, audit_before);
+        assert_eq!(store.code_info("Ca").await.unwrap().unwrap().uses, 2);
+
+        // Disabled and expired codes are refused the same way at commit.
+        account(&store, "b").await;
+        assert!(store.disable_code("Cb", 11, "test").await.unwrap());
+        assert!(matches!(
+            store.enroll(&record("r3", "b", "k3", "S3")).await,
+            Err(StoreError::CodeRefused)
+        ));
+        account(&store, "c").await;
+        sqlx::query("UPDATE registration_codes SET expires_at = 10 WHERE public_id = 'Cc'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.enroll(&record("r4", "c", "k4", "S4")).await,
+            Err(StoreError::CodeRefused)
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_enrollments_never_exceed_max_uses() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        sqlx::query("UPDATE registration_codes SET max_uses = 3")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let store = std::sync::Arc::new(store);
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .enroll(&record(&format!("r{i}"), "a", &format!("k{i}"), "S"))
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(StoreError::CodeRefused) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(ok, 3);
+        assert_eq!(store.recorders(None).await.unwrap().len(), 3);
+        assert_eq!(store.code_info("Ca").await.unwrap().unwrap().uses, 3);
+    }
+
+    #[tokio::test]
+    async fn codes_are_listed_newest_first_and_disabled_one_by_one() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        let mut second = new_code("Ca2");
+        second.created_at = 5;
+        second.label = "Installer".into();
+        second.max_uses = Some(4);
+        store.create_code("a", &second, "test").await.unwrap();
+        assert!(matches!(
+            store.create_code("a", &second, "test").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.create_code("nope", &new_code("X"), "test").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let codes = store.codes("a").await.unwrap();
+        let ids: Vec<&str> = codes.iter().map(|c| c.public_id.as_str()).collect();
+        assert_eq!(ids, ["Ca2", "Ca"]);
+        assert_eq!(codes[0].label, "Installer");
+        assert_eq!(codes[0].max_uses, Some(4));
+        assert_eq!(codes[0].sealed, Some(new_code("Ca2").sealed));
+        assert!(store.sealed_codes_exist().await.unwrap());
+        assert!(store.disable_code("Ca2", 6, "test").await.unwrap());
+        assert!(!store.disable_code("Ca2", 7, "test").await.unwrap());
+        assert!(matches!(
+            store.disable_code("none", 7, "test").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(
+            store.code_info("Ca2").await.unwrap().unwrap().disabled_at,
+            Some(6)
+        );
+        assert!(store
+            .code_info("Ca")
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled_at
+            .is_none());
+        assert_eq!(
+            actions(&store).await,
+            ["account.created", "code.created", "code.disabled"]
+        );
     }
 }
