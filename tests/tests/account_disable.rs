@@ -108,3 +108,70 @@ fn disabling_a_partner_reaches_its_customers_recorders_and_enabling_restores_the
     assert!(audit.contains(&"account.disabled".to_string()), "{audit:?}");
     assert!(audit.contains(&"account.enabled".to_string()), "{audit:?}");
 }
+
+/// The wire form, from a client that is not our agent: a heartbeat in a disabled account
+/// is answered 200 with `{"type":"account_disabled"}` and no renewal request; a renewal is
+/// refused 403 `account_disabled`; both are back to normal once it is enabled.
+#[test]
+fn a_disabled_accounts_recorder_is_answered_but_cannot_renew_until_enabled() {
+    let server = Server::start();
+    let (account, code) = server.create_account("Store", "customer", None);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, csr) = openssl_key_and_csr(dir.path(), "nvr");
+    let (status, body) = curl_post(
+        &server,
+        "/api/v1/enroll",
+        &enroll_body(&code, &csr, "NVR-CURL"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let enrolled: Value = serde_json::from_str(&body).unwrap();
+    let cert = dir.path().join("nvr.pem");
+    std::fs::write(&cert, enrolled["certificate_pem"].as_str().unwrap()).unwrap();
+    let heartbeat = |cert: &std::path::Path| {
+        let (status, body) = curl_post(
+            &server,
+            "/api/v1/heartbeat",
+            br#"{"status":{}}"#,
+            Some((cert, &key)),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["instructions"].clone()
+    };
+    // Renewed with the same key, so the certificate on disk keeps working.
+    let renew_body = serde_json::json!({ "csr_pem": csr }).to_string();
+    let renew = || {
+        curl_post(
+            &server,
+            "/api/v1/renew",
+            renew_body.as_bytes(),
+            Some((&cert, &key)),
+        )
+        .unwrap()
+    };
+
+    assert_eq!(heartbeat(&cert), serde_json::json!([]));
+    assert!(server
+        .admin(&["accounts", "disable", &account])
+        .status
+        .success());
+    assert_eq!(
+        heartbeat(&cert),
+        serde_json::json!([{ "type": "account_disabled" }])
+    );
+    let (status, body) = renew();
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (403, "account_disabled")
+    );
+
+    assert!(server
+        .admin(&["accounts", "enable", &account])
+        .status
+        .success());
+    assert_eq!(heartbeat(&cert), serde_json::json!([]));
+    let (status, body) = renew();
+    assert_eq!(status, 200, "{body}");
+}
