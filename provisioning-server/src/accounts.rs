@@ -69,6 +69,17 @@ pub async fn create(
     name: &str,
     kind: AccountKind,
     parent_id: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<(Account, RegistrationCode), AccountError> {
+    create_with_details(store, name, kind, parent_id, &Details::default(), actor).await
+}
+
+/// [`create`] with an address and a contact, each checked like [`update`] checks them.
+pub async fn create_with_details(
+    store: &Arc<dyn Store>,
+    name: &str,
+    kind: AccountKind,
+    parent_id: Option<&str>,
     details: &Details,
     actor: Actor<'_>,
 ) -> Result<(Account, RegistrationCode), AccountError> {
@@ -326,16 +337,9 @@ mod tests {
     #[tokio::test]
     async fn a_code_resolves_to_its_account_until_rotated() {
         let (_dir, store) = store().await;
-        let (account, code) = create(
-            &store,
-            "Store 12",
-            AccountKind::Customer,
-            None,
-            &Details::default(),
-            "test",
-        )
-        .await
-        .unwrap();
+        let (account, code) = create(&store, "Store 12", AccountKind::Customer, None, "test")
+            .await
+            .unwrap();
         let (found, public) = resolve_code(&store, &code.to_string().to_lowercase())
             .await
             .unwrap();
@@ -377,16 +381,9 @@ mod tests {
     #[tokio::test]
     async fn a_right_public_id_with_a_wrong_secret_is_rejected() {
         let (_dir, store) = store().await;
-        let (_, code) = create(
-            &store,
-            "A",
-            AccountKind::Customer,
-            None,
-            &Details::default(),
-            "test",
-        )
-        .await
-        .unwrap();
+        let (_, code) = create(&store, "A", AccountKind::Customer, None, "test")
+            .await
+            .unwrap();
         let forged = forged(&code);
         assert_eq!(forged.public_id(), code.public_id());
         assert_ne!(forged.secret(), code.secret());
@@ -399,48 +396,19 @@ mod tests {
     #[tokio::test]
     async fn only_partners_hold_accounts() {
         let (_dir, store) = store().await;
-        let (customer, _) = create(
-            &store,
-            "C",
-            AccountKind::Customer,
-            None,
-            &Details::default(),
-            "t",
-        )
-        .await
-        .unwrap();
-        let err = create(
-            &store,
-            "X",
-            AccountKind::Customer,
-            Some(&customer.id),
-            &Details::default(),
-            "t",
-        )
-        .await
-        .unwrap_err();
+        let (customer, _) = create(&store, "C", AccountKind::Customer, None, "t")
+            .await
+            .unwrap();
+        let err = create(&store, "X", AccountKind::Customer, Some(&customer.id), "t")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AccountError::ParentNotPartner(_)));
-        let err = create(
-            &store,
-            "X",
-            AccountKind::Customer,
-            Some("nope"),
-            &Details::default(),
-            "t",
-        )
-        .await
-        .unwrap_err();
+        let err = create(&store, "X", AccountKind::Customer, Some("nope"), "t")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AccountError::NoParent(_)));
         assert!(matches!(
-            create(
-                &store,
-                "  ",
-                AccountKind::Customer,
-                None,
-                &Details::default(),
-                "t"
-            )
-            .await,
+            create(&store, "  ", AccountKind::Customer, None, "t").await,
             Err(AccountError::EmptyName)
         ));
         assert_eq!(store.accounts().await.unwrap().len(), 1);
@@ -449,16 +417,9 @@ mod tests {
     #[tokio::test]
     async fn stored_hash_is_not_the_secret() {
         let (_dir, store) = store().await;
-        let (_, code) = create(
-            &store,
-            "A",
-            AccountKind::Customer,
-            None,
-            &Details::default(),
-            "t",
-        )
-        .await
-        .unwrap();
+        let (_, code) = create(&store, "A", AccountKind::Customer, None, "t")
+            .await
+            .unwrap();
         let stored = store.code(&code.public_id()).await.unwrap().unwrap();
         assert_ne!(stored.secret_hash, code.secret().as_bytes());
         assert_eq!(stored.secret_hash.len(), 32);
@@ -471,9 +432,10 @@ mod tests {
             address: Some(" 1 Main St\r\nSpringfield ".into()),
             contact: Some("  ".into()),
         };
-        let (account, _) = create(&store, "A", AccountKind::Customer, None, &details, "t")
-            .await
-            .unwrap();
+        let (account, _) =
+            create_with_details(&store, "A", AccountKind::Customer, None, &details, "t")
+                .await
+                .unwrap();
         assert_eq!(account.address, "1 Main St\nSpringfield");
         assert_eq!(account.contact, None, "a blank contact is none");
         let id = account.id.as_str();
@@ -520,20 +482,12 @@ mod tests {
     #[tokio::test]
     async fn a_valid_code_of_a_disabled_subtree_is_told_apart_from_a_wrong_one() {
         let (_dir, store) = store().await;
-        let d = Details::default();
-        let (partner, _) = create(&store, "P", AccountKind::Partner, None, &d, "t")
+        let (partner, _) = create(&store, "P", AccountKind::Partner, None, "t")
             .await
             .unwrap();
-        let (_, code) = create(
-            &store,
-            "C",
-            AccountKind::Customer,
-            Some(&partner.id),
-            &d,
-            "t",
-        )
-        .await
-        .unwrap();
+        let (_, code) = create(&store, "C", AccountKind::Customer, Some(&partner.id), "t")
+            .await
+            .unwrap();
         assert!(set_disabled(&store, &partner.id, true, "t").await.unwrap());
         assert!(matches!(
             resolve_code(&store, &code.to_string()).await,

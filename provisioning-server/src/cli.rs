@@ -394,8 +394,15 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             json,
         }) => {
             let details = accounts::Details { address, contact };
-            let (account, code) =
-                accounts::create(&store, &name, kind, parent.as_deref(), &details, &actor).await?;
+            let (account, code) = accounts::create_with_details(
+                &store,
+                &name,
+                kind,
+                parent.as_deref(),
+                &details,
+                &actor,
+            )
+            .await?;
             if json {
                 let mut value = account_json(&account);
                 value["registration_code"] = json!(code.to_string());
