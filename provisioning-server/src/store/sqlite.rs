@@ -671,7 +671,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         // A write first, so the transaction holds the write lock before it reads: two
         // concurrent updates then audit what each really changed.
-        sqlx::query("UPDATE accounts SET id = id WHERE id = ?")
+        sqlx::query("UPDATE accounts SET name = name WHERE id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await?;
