@@ -309,6 +309,7 @@ fn offline_status(config: &AgentConfig) -> Status {
         last_error: None,
         last_failure: None,
         daemon_running: false,
+        account_disabled: false,
     }
 }
 
@@ -327,6 +328,9 @@ fn print_status(status: &Status, config: &AgentConfig) {
             println!("  server:              {}", status.server);
             println!("  last heartbeat:      {}", status.last_heartbeat.as_deref().unwrap_or("none yet"));
             println!("  certificate expires: {}", status.certificate_expires.as_deref().unwrap_or("-"));
+            if status.account_disabled {
+                println!("  account:             disabled by its administrator: ask them to enable it (heartbeats go on; renewal waits)");
+            }
             if let Some(error) = &status.last_error {
                 println!("  problem:             {error}");
             }

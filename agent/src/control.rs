@@ -118,6 +118,11 @@ pub struct Status {
     pub last_failure: Option<Failure>,
     /// Whether the daemon answered (false: read from the state file).
     pub daemon_running: bool,
+    /// The last heartbeat said the recorder's account (or one above it) is disabled by
+    /// its administrator: heartbeats go on, renewals wait until it is enabled. Absent from
+    /// older agents' answers, hence the default.
+    #[serde(default)]
+    pub account_disabled: bool,
 }
 
 /// A request waiting for the main loop's answer.

@@ -101,6 +101,10 @@ impl Failure {
                 FailureKind::Rejected,
                 "the server does not accept this registration code (unknown, rotated or disabled): ask the account's admin for the current code".to_string(),
             ),
+            CallError::Rejected { .. } if e.error_code() == Some(ErrorCode::AccountDisabled) => (
+                FailureKind::Rejected,
+                "this account is disabled by its administrator: ask them to enable it, then enter the code again".to_string(),
+            ),
             CallError::Rejected { .. } if e.is_revoked() => (
                 FailureKind::Revoked,
                 "this recorder's key was revoked by an admin; a new key has been prepared: enter the code again".to_string(),
@@ -185,6 +189,7 @@ mod tests {
                 false,
             ),
             (rejected(403, "forbidden"), Rejected, Rejected, false),
+            (rejected(403, "account_disabled"), Rejected, Rejected, false),
             (rejected(401, "unauthenticated"), Rejected, Rejected, false),
             (rejected(410, "revoked"), Revoked, Revoked, false),
             (rejected(500, "internal"), Unreachable, Unreachable, true),
@@ -205,6 +210,13 @@ mod tests {
         assert_eq!(f.summary(), "server unreachable");
         let f = Failure::of_enrollment(&rejected(403, "invalid_registration_code"), "s");
         assert!(f.message.contains("does not accept this registration code"));
+        let f = Failure::of_enrollment(&rejected(403, "account_disabled"), "s");
+        assert!(
+            f.message.starts_with(
+                "this account is disabled by its administrator: ask them to enable it"
+            ),
+            "{f}"
+        );
         let f = Failure::of_enrollment(&CallError::RateLimited(Duration::from_secs(7)), "s");
         assert_eq!(f.retry_after(), Some(Duration::from_secs(7)));
     }

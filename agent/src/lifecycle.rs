@@ -8,7 +8,7 @@
 //! | --- | --- | --- | --- | --- |
 //! | unenrolled | — | enroll | success: save, enrolled; else reply | — |
 //! | provisioned | enroll with the provisioned code | enroll | success: enrolled; refused/revoked: unenrolled/revoked; else retry later | — |
-//! | enrolled | renew when due, then heartbeat | enroll (re-enroll or move) | revoked: revoked; else next heartbeat by interval, backoff or `Retry-After` | goodbye |
+//! | enrolled | renew when due (not while the account is disabled and the certificate valid), then heartbeat | enroll (re-enroll or move) | revoked: revoked; else next heartbeat by interval, backoff or `Retry-After` | goodbye |
 //! | revoked | — | enroll | as unenrolled | — |
 
 use std::path::PathBuf;
@@ -220,6 +220,8 @@ pub struct Lifecycle {
     schedule: Schedule,
     last_failure: Option<Failure>,
     last_heartbeat: Option<OffsetDateTime>,
+    /// The last heartbeat answer said the account is disabled by its administrator.
+    account_disabled: bool,
     state: State,
     pending_save: Option<(State, AfterSave)>,
     in_flight: Option<InFlight>,
@@ -272,6 +274,7 @@ impl Lifecycle {
             schedule: Schedule::default(),
             last_failure: None,
             last_heartbeat: None,
+            account_disabled: false,
             state: start.state,
             pending_save: None,
             in_flight: None,
@@ -416,7 +419,9 @@ impl Lifecycle {
             return Vec::new();
         }
         match &self.phase {
-            Phase::Enrolled if due(self.schedule.renewal, now) => vec![self.call(Call::Renew)],
+            Phase::Enrolled if due(self.schedule.renewal, now) && !self.renewal_held(now) => {
+                vec![self.call(Call::Renew)]
+            }
             Phase::Enrolled if due(self.schedule.heartbeat, now) => {
                 vec![self.call(Call::Heartbeat)]
             }
@@ -426,6 +431,19 @@ impl Lifecycle {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// While the account is disabled the server refuses renewals: none is sent while the
+    /// certificate is still valid. An expired one is renewed anyway (refused until the
+    /// account is enabled, then accepted within the grace period), since heartbeats with
+    /// it are refused and would never bring the news that the account is enabled.
+    fn renewal_held(&self, now: Now) -> bool {
+        self.account_disabled
+            && self
+                .state
+                .enrollment
+                .as_ref()
+                .is_some_and(|e| e.certificate_expires > now.wall)
     }
 
     /// A call is out or a save pending: a request that would start another waits its turn
@@ -618,6 +636,7 @@ impl Lifecycle {
         let previous = std::mem::replace(&mut self.phase, Phase::Enrolled);
         self.last_failure = None;
         self.last_heartbeat = None;
+        self.account_disabled = false;
         self.backoff = Backoff::new(self.max_backoff);
         // First heartbeat right away, so the recorder shows online at once.
         self.schedule = Schedule {
@@ -876,7 +895,21 @@ impl Lifecycle {
             self.schedule_renewal(now);
         }
         self.renewal_with_next_heartbeat(now);
-        if response.instructions.contains(&Instruction::Renew) {
+        let disabled = response
+            .instructions
+            .contains(&Instruction::AccountDisabled);
+        if disabled != self.account_disabled {
+            actions.push(if disabled {
+                self.log(
+                    log::Level::Warn,
+                    "the account is disabled by its administrator: heartbeats go on, renewal waits until it is enabled",
+                )
+            } else {
+                self.log(log::Level::Info, "the account is enabled again")
+            });
+            self.account_disabled = disabled;
+        }
+        if response.instructions.contains(&Instruction::Renew) && !disabled {
             actions.push(self.log(
                 log::Level::Info,
                 "the server asked for a certificate renewal",
@@ -954,6 +987,7 @@ impl Lifecycle {
         self.schedule = Schedule::default();
         self.last_failure = None;
         self.last_heartbeat = None;
+        self.account_disabled = false;
     }
 
     /// The renewal deadline from the stored `renew_at`, read against the wall clock now.
@@ -1011,6 +1045,11 @@ impl Lifecycle {
             _ => return "waiting for a registration code".to_string(),
         };
         let account = &enrollment.account.name;
+        let account = if self.account_disabled {
+            format!("{account}; account disabled by its administrator")
+        } else {
+            account.clone()
+        };
         match (&self.last_failure, self.last_heartbeat) {
             (Some(f), _) => format!(
                 "enrolled in {account}; {}; next try in {} s",
@@ -1049,6 +1088,7 @@ impl Lifecycle {
             last_error: last_failure.as_ref().map(|f| f.summary().to_string()),
             last_failure,
             daemon_running: true,
+            account_disabled: self.account_disabled,
         }
     }
 }

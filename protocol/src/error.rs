@@ -43,10 +43,14 @@ pub enum ErrorCode {
     RateLimited,
     /// 500: a fault on the server; retry later.
     Internal,
+    /// 403: the account (or an account above it) is disabled by its administrator:
+    /// enrollment and renewal are refused until it is enabled again. Only given for a
+    /// registration code whose secret matched, so it tells nothing about other codes.
+    AccountDisabled,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::MalformedRequest,
         ErrorCode::InvalidRegistrationCode,
         ErrorCode::Unauthenticated,
@@ -59,6 +63,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::AccountDisabled,
     ];
 
     /// The string in the `code` field.
@@ -76,6 +81,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::AccountDisabled => "account_disabled",
         }
     }
 
@@ -94,6 +100,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
+            ErrorCode::AccountDisabled => 403,
         }
     }
 

@@ -165,6 +165,11 @@ pub struct HeartbeatResponse {
 pub enum Instruction {
     /// Renew the certificate now (it is close to expiry, or the CA changed).
     Renew,
+    /// The recorder's account (or an account above it) is disabled by its administrator:
+    /// keep heartbeating at the interval, so that enabling it is noticed, but do not renew
+    /// (renewal is refused meanwhile), and tell whoever looks at the recorder. Agents that
+    /// predate it read it as [`Instruction::Unknown`] and carry on as before.
+    AccountDisabled,
     /// An instruction from a newer server; the agent ignores it.
     #[serde(other)]
     Unknown,

@@ -64,6 +64,49 @@ fn unknown_instructions_from_a_newer_server_are_tolerated() {
 }
 
 #[test]
+fn account_disabled_instruction_round_trips() {
+    let resp: HeartbeatResponse = round_trip("heartbeat_response_account_disabled.json");
+    assert_eq!(resp.instructions, vec![Instruction::AccountDisabled]);
+}
+
+/// The instruction as agents released before it parse it: their `Instruction` had only
+/// `Renew` and the `#[serde(other)]` catch-all, so the heartbeat answer still parses and
+/// the instruction is ignored.
+#[test]
+fn an_agent_without_account_disabled_ignores_it() {
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum OldInstruction {
+        Renew,
+        #[serde(other)]
+        Unknown,
+    }
+    #[derive(serde::Deserialize)]
+    struct OldHeartbeatResponse {
+        #[allow(dead_code)]
+        heartbeat_interval_secs: u32,
+        #[serde(default)]
+        instructions: Vec<OldInstruction>,
+    }
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/heartbeat_response_account_disabled.json"),
+    )
+    .unwrap();
+    let old: OldHeartbeatResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(old.instructions, vec![OldInstruction::Unknown]);
+}
+
+#[test]
+fn account_disabled_error_fixture_round_trips() {
+    let body: ErrorBody = round_trip("error_account_disabled.json");
+    assert_eq!(
+        contera_protocol::ErrorCode::parse(&body.error.code),
+        Some(contera_protocol::ErrorCode::AccountDisabled)
+    );
+}
+
+#[test]
 fn renew_fixtures_round_trip() {
     let _: RenewRequest = round_trip("renew_request.json");
     let _: RenewResponse = round_trip("renew_response.json");

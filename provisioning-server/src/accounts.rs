@@ -10,11 +10,15 @@ use time::OffsetDateTime;
 
 use crate::secrets::{CodeKey, SecretsError};
 use crate::store::{
-    Account, AccountKind, Actor, CodeInfo, NewAuditEntry, NewCode, Store, StoreError,
+    Account, AccountKind, AccountUpdate, Actor, CodeInfo, NewAuditEntry, NewCode, Store, StoreError,
 };
 
 /// Longest account name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
+/// Longest postal address accepted, in characters (several lines fit).
+pub const MAX_ADDRESS_CHARS: usize = 500;
+/// Longest contact accepted, in characters.
+pub const MAX_CONTACT_CHARS: usize = 200;
 /// Longest code label accepted, in characters.
 pub const MAX_LABEL_CHARS: usize = 100;
 /// The label of the code an account is created with.
@@ -50,6 +54,16 @@ pub enum AccountError {
     ExpiryInPast,
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error("account {field} is {chars} characters long; use at most {max}")]
+    TooLong {
+        field: &'static str,
+        chars: usize,
+        max: usize,
+    },
+    #[error("account {field} contains control characters; only the address may span lines (\\n)")]
+    ControlCharacters { field: &'static str },
+    #[error("nothing to change: give --name, --address or --contact")]
+    NothingToUpdate,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,14 +128,31 @@ pub async fn create(
     parent_id: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<(Account, RegistrationCode), AccountError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(AccountError::EmptyName);
-    }
-    let chars = name.chars().count();
-    if chars > MAX_NAME_CHARS {
-        return Err(AccountError::NameTooLong(chars));
-    }
+    create_with_details(
+        store,
+        key,
+        name,
+        kind,
+        parent_id,
+        &Details::default(),
+        actor,
+    )
+    .await
+}
+
+/// [`create`] with an address and a contact, each checked like [`update`] checks them.
+pub async fn create_with_details(
+    store: &Arc<dyn Store>,
+    key: &CodeKey,
+    name: &str,
+    kind: AccountKind,
+    parent_id: Option<&str>,
+    details: &Details,
+    actor: Actor<'_>,
+) -> Result<(Account, RegistrationCode), AccountError> {
+    let name = checked_name(name)?;
+    let address = checked_address(details.address.as_deref().unwrap_or(""))?;
+    let contact = checked_contact(details.contact.as_deref())?;
     if let Some(parent_id) = parent_id {
         match store.account(parent_id).await? {
             None => return Err(AccountError::NoParent(parent_id.to_string())),
@@ -138,6 +169,11 @@ pub async fn create(
         parent_id: parent_id.map(str::to_string),
         code_public_id: None,
         created_at: now(),
+        address,
+        contact,
+        disabled_at: None,
+        disabled_by: None,
+        disabled_via: None,
     };
     let initial = CodeLimits {
         label: INITIAL_LABEL,
@@ -282,6 +318,11 @@ pub async fn disable_code(
 pub enum CodeRejected {
     #[error("registration code not accepted")]
     Invalid,
+    /// The code is right and current, but its account (or an ancestor) is disabled. Told
+    /// apart from [`CodeRejected::Invalid`] so the installer knows whom to ask; this is no
+    /// oracle, since only a caller holding the whole valid code gets it.
+    #[error("the code's account is disabled")]
+    AccountDisabled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -316,9 +357,111 @@ pub async fn resolve_code(
                 .account(&stored.account_id)
                 .await?
                 .ok_or(CodeRejected::Invalid)?;
+            if account.effectively_disabled() {
+                return Err(CodeRejected::AccountDisabled);
+            }
             Ok((account, code.public_id()))
         }
         _ => Err(CodeRejected::Invalid),
+    }
+}
+
+/// Optional details of an account, as given to [`create`].
+#[derive(Debug, Clone, Default)]
+pub struct Details {
+    pub address: Option<String>,
+    pub contact: Option<String>,
+}
+
+fn checked_name(name: &str) -> Result<String, AccountError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AccountError::EmptyName);
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(AccountError::NameTooLong(chars));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(AccountError::ControlCharacters { field: "name" });
+    }
+    Ok(name.to_string())
+}
+
+/// A postal address spans lines, so `\n` is its one allowed control character; `\r\n`
+/// from a pasted address becomes `\n`. The CLI escapes it when printing.
+fn checked_address(address: &str) -> Result<String, AccountError> {
+    let address = address.trim().replace("\r\n", "\n");
+    let chars = address.chars().count();
+    if chars > MAX_ADDRESS_CHARS {
+        return Err(AccountError::TooLong {
+            field: "address",
+            chars,
+            max: MAX_ADDRESS_CHARS,
+        });
+    }
+    if address.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(AccountError::ControlCharacters { field: "address" });
+    }
+    Ok(address)
+}
+
+/// An empty contact means none.
+fn checked_contact(contact: Option<&str>) -> Result<Option<String>, AccountError> {
+    let Some(contact) = contact.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let chars = contact.chars().count();
+    if chars > MAX_CONTACT_CHARS {
+        return Err(AccountError::TooLong {
+            field: "contact",
+            chars,
+            max: MAX_CONTACT_CHARS,
+        });
+    }
+    if contact.chars().any(char::is_control) {
+        return Err(AccountError::ControlCharacters { field: "contact" });
+    }
+    Ok(Some(contact.to_string()))
+}
+
+/// Changes the given fields (each checked like at creation; an empty `contact` clears
+/// it), audited as `account.updated` with what changed. Returns the account as it is now.
+pub async fn update(
+    store: &Arc<dyn Store>,
+    id: &str,
+    name: Option<&str>,
+    address: Option<&str>,
+    contact: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<Account, AccountError> {
+    if name.is_none() && address.is_none() && contact.is_none() {
+        return Err(AccountError::NothingToUpdate);
+    }
+    let update = AccountUpdate {
+        name: name.map(checked_name).transpose()?,
+        address: address.map(checked_address).transpose()?,
+        contact: contact.map(|c| checked_contact(Some(c))).transpose()?,
+    };
+    match store.update_account(id, &update, now(), actor).await {
+        Err(StoreError::NotFound { .. }) => Err(AccountError::NotFound(id.to_string())),
+        other => Ok(other?),
+    }
+}
+
+/// Disables (`true`) or enables an account, audited as `account.disabled`/`enabled`.
+/// While disabled, it and its whole subtree refuse enrollments and renewals, and their
+/// recorders' heartbeats are answered with `account_disabled`. Returns false when the
+/// account already was in that state (nothing written).
+pub async fn set_disabled(
+    store: &Arc<dyn Store>,
+    id: &str,
+    disabled: bool,
+    actor: Actor<'_>,
+) -> Result<bool, AccountError> {
+    match store.set_account_disabled(id, disabled, now(), actor).await {
+        Err(StoreError::NotFound { .. }) => Err(AccountError::NotFound(id.to_string())),
+        other => Ok(other?),
     }
 }
 
@@ -390,18 +533,14 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_right_public_id_with_a_wrong_secret_is_rejected() {
-        let (_dir, store) = store().await;
-        let (_, code) = create(&store, &key(), "A", AccountKind::Customer, None, "test")
-            .await
-            .unwrap();
+    /// A code with `code`'s public id and another secret, with a valid check symbol.
+    fn forged(code: &RegistrationCode) -> RegistrationCode {
         let mut secret: Vec<u8> = code.compact().into_bytes()[4..23]
             .iter()
             .map(|b| b & 31)
             .collect();
         secret[0] ^= 1;
-        let forged = RegistrationCode::from_parts(
+        RegistrationCode::from_parts(
             code.compact().as_bytes()[..4]
                 .iter()
                 .map(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".find(*c as char).unwrap() as u8)
@@ -409,7 +548,16 @@ mod tests {
                 .try_into()
                 .unwrap(),
             secret.try_into().unwrap(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_right_public_id_with_a_wrong_secret_is_rejected() {
+        let (_dir, store) = store().await;
+        let (_, code) = create(&store, &key(), "A", AccountKind::Customer, None, "test")
+            .await
+            .unwrap();
+        let forged = forged(&code);
         assert_eq!(forged.public_id(), code.public_id());
         assert_ne!(forged.secret(), code.secret());
         assert!(matches!(
@@ -587,6 +735,11 @@ mod tests {
             parent_id: None,
             code_public_id: None,
             created_at: 1,
+            address: String::new(),
+            contact: None,
+            disabled_at: None,
+            disabled_by: None,
+            disabled_via: None,
         };
         let (_, mut row) = mint(&key(), &CodeLimits::default(), "t", 1).unwrap();
         row.public_id = "LGCY".into();
@@ -607,5 +760,98 @@ mod tests {
                 .contains("created before codes were kept; rotate to see one"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn details_are_checked_and_an_update_needs_a_field() {
+        let (_dir, store) = store().await;
+        let details = Details {
+            address: Some(" 1 Main St\r\nSpringfield ".into()),
+            contact: Some("  ".into()),
+        };
+        let (account, _) = create_with_details(
+            &store,
+            &key(),
+            "A",
+            AccountKind::Customer,
+            None,
+            &details,
+            "t",
+        )
+        .await
+        .unwrap();
+        assert_eq!(account.address, "1 Main St\nSpringfield");
+        assert_eq!(account.contact, None, "a blank contact is none");
+        let id = account.id.as_str();
+        assert!(matches!(
+            update(&store, id, None, None, None, "t").await,
+            Err(AccountError::NothingToUpdate)
+        ));
+        assert!(matches!(
+            update(&store, id, Some(" "), None, None, "t").await,
+            Err(AccountError::EmptyName)
+        ));
+        assert!(matches!(
+            update(&store, id, Some("a\u{1b}[2J"), None, None, "t").await,
+            Err(AccountError::ControlCharacters { field: "name" })
+        ));
+        assert!(matches!(
+            update(&store, id, None, Some(&"x".repeat(501)), None, "t").await,
+            Err(AccountError::TooLong {
+                field: "address",
+                chars: 501,
+                ..
+            })
+        ));
+        assert!(matches!(
+            update(&store, id, None, Some("a\tb"), None, "t").await,
+            Err(AccountError::ControlCharacters { field: "address" })
+        ));
+        assert!(matches!(
+            update(&store, id, None, None, Some("x\ny"), "t").await,
+            Err(AccountError::ControlCharacters { field: "contact" })
+        ));
+        assert!(matches!(
+            update(&store, "nope", Some("B"), None, None, "t").await,
+            Err(AccountError::NotFound(_))
+        ));
+        let renamed = update(&store, id, Some(&"é".repeat(200)), None, Some("Bo"), "t")
+            .await
+            .unwrap();
+        assert_eq!(renamed.name.chars().count(), 200);
+        assert_eq!(renamed.contact.as_deref(), Some("Bo"));
+        assert_eq!(renamed.address, "1 Main St\nSpringfield", "left as it was");
+    }
+
+    #[tokio::test]
+    async fn a_valid_code_of_a_disabled_subtree_is_told_apart_from_a_wrong_one() {
+        let (_dir, store) = store().await;
+        let (partner, _) = create(&store, &key(), "P", AccountKind::Partner, None, "t")
+            .await
+            .unwrap();
+        let (_, code) = create(
+            &store,
+            &key(),
+            "C",
+            AccountKind::Customer,
+            Some(&partner.id),
+            "t",
+        )
+        .await
+        .unwrap();
+        assert!(set_disabled(&store, &partner.id, true, "t").await.unwrap());
+        assert!(matches!(
+            resolve_code(&store, &code.to_string()).await,
+            Err(CodeRejected::AccountDisabled)
+        ));
+        // A code with the right public id and a wrong secret learns nothing about it.
+        let wrong = forged(&code);
+        assert_eq!(wrong.public_id(), code.public_id());
+        assert!(matches!(
+            resolve_code(&store, &wrong.to_string()).await,
+            Err(CodeRejected::Invalid)
+        ));
+        assert!(set_disabled(&store, &partner.id, false, "t").await.unwrap());
+        assert!(resolve_code(&store, &code.to_string()).await.is_ok());
     }
 }

@@ -267,6 +267,7 @@ impl From<RecorderError> for ApiError {
             }
             RecorderError::UnknownCertificate => ErrorCode::Forbidden,
             RecorderError::Revoked => ErrorCode::Revoked,
+            RecorderError::AccountDisabled => ErrorCode::AccountDisabled,
             RecorderError::Conflict(_) => ErrorCode::Conflict,
             RecorderError::RateLimited(secs) => return ApiError::rate_limited(*secs),
             RecorderError::Store(_) | RecorderError::Ca(_) => {

@@ -85,14 +85,43 @@ pub enum AccountsCommand {
         /// Id of the partner account that holds it
         #[arg(long)]
         parent: Option<String>,
+        /// Postal address (at most 500 characters; may span lines)
+        #[arg(long)]
+        address: Option<String>,
+        /// Who to call about the account: name, phone, e-mail (at most 200 characters)
+        #[arg(long)]
+        contact: Option<String>,
         #[arg(long)]
         json: bool,
     },
-    /// List accounts as a tree
+    /// List accounts as a tree; disabled ones are marked
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Show one account with its details
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account's name, address or contact (an empty --contact clears it)
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        contact: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account and its whole subtree: enrollments and renewals are refused and
+    /// its recorders are told so at their next heartbeat
+    Disable { id: String },
+    /// Enable a disabled account again: its subtree works again at once
+    Enable { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +333,9 @@ fn rfc3339(ts: i64) -> String {
         .unwrap_or_else(|| ts.to_string())
 }
 
+/// `disabled` is whether the account is effectively disabled (itself or an ancestor);
+/// `disabled_via` names the account whose switch does it, `disabled_at`/`disabled_by` say
+/// when and by whom this account itself was disabled.
 fn account_json(account: &Account) -> serde_json::Value {
     json!({
         "id": account.id,
@@ -312,7 +344,60 @@ fn account_json(account: &Account) -> serde_json::Value {
         "parent_id": account.parent_id,
         "code_public_id": account.code_public_id,
         "created_at": rfc3339(account.created_at),
+        "address": account.address,
+        "contact": account.contact,
+        "disabled": account.effectively_disabled(),
+        "disabled_via": account.disabled_via,
+        "disabled_at": account.disabled_at.map(rfc3339),
+        "disabled_by": account.disabled_by,
     })
+}
+
+/// The disabled marker of the human listings: empty while enabled.
+fn disabled_marker(account: &Account) -> String {
+    match &account.disabled_via {
+        None => String::new(),
+        Some(via) if *via == account.id => "  [disabled]".to_string(),
+        Some(via) => format!("  [disabled with {}]", safe(via)),
+    }
+}
+
+fn print_account(account: &Account) {
+    println!(
+        "Account \"{}\" ({})",
+        safe(&account.name),
+        account.kind.as_str()
+    );
+    println!("  id:       {}", safe(&account.id));
+    if let Some(parent) = &account.parent_id {
+        println!("  parent:   {}", safe(parent));
+    }
+    println!(
+        "  address:  {}",
+        if account.address.is_empty() {
+            "-".into()
+        } else {
+            safe(&account.address)
+        }
+    );
+    println!(
+        "  contact:  {}",
+        safe(account.contact.as_deref().unwrap_or("-"))
+    );
+    println!(
+        "  code:     {}-…",
+        safe(account.code_public_id.as_deref().unwrap_or("none"))
+    );
+    let state = match (&account.disabled_via, account.disabled_at) {
+        (None, _) => "enabled".to_string(),
+        (Some(_), Some(at)) => format!(
+            "disabled since {} by {}",
+            rfc3339(at),
+            account.disabled_by.as_deref().unwrap_or("?")
+        ),
+        (Some(via), None) => format!("disabled with account {via} above it"),
+    };
+    println!("  state:    {}", safe(&state));
 }
 
 /// Why an offline recorder is offline: its agent said goodbye, it was revoked, or its
@@ -340,8 +425,24 @@ fn audit_detail(detail: &str) -> String {
     }
 }
 
-fn recorder_json(r: &Recorder, now: i64) -> serde_json::Value {
+/// Ids of the accounts that are effectively disabled, to mark their recorders.
+async fn disabled_accounts(
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<std::collections::HashSet<String>> {
+    Ok(store
+        .accounts()
+        .await?
+        .into_iter()
+        .filter(Account::effectively_disabled)
+        .map(|a| a.id)
+        .collect())
+}
+
+/// `account_disabled`: the recorder still reports, but its account (or one above it) is
+/// disabled, so it cannot renew and is told so at each heartbeat.
+fn recorder_json(r: &Recorder, now: i64, account_disabled: bool) -> serde_json::Value {
     json!({
+        "account_disabled": account_disabled,
         "id": r.id,
         "account_id": r.account_id,
         "serial": r.serial,
@@ -368,11 +469,22 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             name,
             kind,
             parent,
+            address,
+            contact,
             json,
         }) => {
             let key = code_key(&config, &store).await?;
-            let (account, code) =
-                accounts::create(&store, &key, &name, kind, parent.as_deref(), &actor).await?;
+            let details = accounts::Details { address, contact };
+            let (account, code) = accounts::create_with_details(
+                &store,
+                &key,
+                &name,
+                kind,
+                parent.as_deref(),
+                &details,
+                &actor,
+            )
+            .await?;
             if json {
                 let mut value = account_json(&account);
                 value["registration_code"] = json!(code.to_string());
@@ -404,12 +516,67 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             } else {
                 for (depth, account) in accounts::tree(&all) {
                     println!(
-                        "{}{} ({}) {}  code {}-…",
+                        "{}{} ({}) {}  code {}-…{}",
                         "    ".repeat(depth),
                         safe(&account.name),
                         account.kind.as_str(),
                         safe(&account.id),
                         safe(account.code_public_id.as_deref().unwrap_or("none")),
+                        disabled_marker(account),
+                    );
+                }
+            }
+        }
+        Command::Accounts(AccountsCommand::Show { id, json }) => {
+            let Some(account) = store.account(&id).await? else {
+                anyhow::bail!("account {id} does not exist: list accounts with `accounts list`");
+            };
+            if json {
+                println!("{:#}", account_json(&account));
+            } else {
+                print_account(&account);
+            }
+        }
+        Command::Accounts(AccountsCommand::Update {
+            id,
+            name,
+            address,
+            contact,
+            json,
+        }) => {
+            let account = accounts::update(
+                &store,
+                &id,
+                name.as_deref(),
+                address.as_deref(),
+                contact.as_deref(),
+                &actor,
+            )
+            .await?;
+            if json {
+                println!("{:#}", account_json(&account));
+            } else {
+                print_account(&account);
+            }
+        }
+        Command::Accounts(AccountsCommand::Disable { id }) => {
+            if accounts::set_disabled(&store, &id, true, &actor).await? {
+                println!("Account {} disabled, with every account below it: enrollments and renewals are refused, and its recorders are told so at their next heartbeat.", safe(&id));
+            } else {
+                println!("Account {} was already disabled.", safe(&id));
+            }
+        }
+        Command::Accounts(AccountsCommand::Enable { id }) => {
+            if accounts::set_disabled(&store, &id, false, &actor).await? {
+                println!("Account {} enabled.", safe(&id));
+            } else {
+                println!("Account {} was not disabled.", safe(&id));
+            }
+            if let Some(account) = store.account(&id).await? {
+                if let Some(via) = account.disabled_via {
+                    println!(
+                        "It stays disabled while account {} above it is: enable that one too.",
+                        safe(&via)
                     );
                 }
             }
@@ -544,8 +711,12 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 }
             }
             let recorders = store.recorders(account.as_deref()).await?;
+            let disabled = disabled_accounts(&store).await?;
             if json {
-                let list: Vec<_> = recorders.iter().map(|r| recorder_json(r, now)).collect();
+                let list: Vec<_> = recorders
+                    .iter()
+                    .map(|r| recorder_json(r, now, disabled.contains(&r.account_id)))
+                    .collect();
                 println!("{:#}", serde_json::Value::Array(list));
             } else if recorders.is_empty() {
                 println!("No recorders.");
@@ -562,10 +733,15 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     } else {
                         "offline"
                     };
+                    let account = if disabled.contains(&r.account_id) {
+                        format!("{} (disabled)", safe(&r.account_id))
+                    } else {
+                        safe(&r.account_id).into_owned()
+                    };
                     println!(
                         "{:<36}  {:<36}  {:<16}  {:<12}  {:<8}  {:<20}  {}",
                         safe(&r.id),
-                        safe(&r.account_id),
+                        account,
                         safe(&r.serial),
                         safe(&r.model),
                         state,
@@ -579,7 +755,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
             let Some(r) = store.recorder(&id).await? else {
                 anyhow::bail!("recorder {id} does not exist: list recorders with `recorders list`");
             };
-            let mut value = recorder_json(&r, now);
+            let account_disabled = store
+                .account(&r.account_id)
+                .await?
+                .is_some_and(|a| a.effectively_disabled());
+            let mut value = recorder_json(&r, now, account_disabled);
             value["key_fingerprint"] = json!(r.key_fingerprint);
             value["status"] = r
                 .status
@@ -597,7 +777,11 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     format!("offline ({})", offline_reason(&r, now).unwrap_or_default())
                 };
                 println!("Recorder {}", safe(&r.id));
-                println!("  account:        {}", safe(&r.account_id));
+                println!(
+                    "  account:        {}{}",
+                    safe(&r.account_id),
+                    if account_disabled { " (disabled)" } else { "" }
+                );
                 println!("  serial / model: {} / {}", safe(&r.serial), safe(&r.model));
                 println!("  state:          {}", safe(&state));
                 println!(

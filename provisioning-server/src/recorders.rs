@@ -44,6 +44,10 @@ pub enum RecorderError {
     CertificateExpired,
     #[error("{0}")]
     Conflict(String),
+    /// The account (or one above it) is disabled: told only to a caller that holds a valid
+    /// code for it or the recorder's own certificate.
+    #[error("this account is disabled by its administrator: ask them to enable it")]
+    AccountDisabled,
     #[error("too many renewals for this recorder; retry in {0} s")]
     RateLimited(u64),
     #[error(transparent)]
@@ -72,6 +76,7 @@ impl From<CodeRejected> for RecorderError {
     fn from(e: CodeRejected) -> Self {
         match e {
             CodeRejected::Invalid => RecorderError::InvalidCode,
+            CodeRejected::AccountDisabled => RecorderError::AccountDisabled,
             CodeRejected::Store(s) => s.into(),
         }
     }
@@ -354,7 +359,12 @@ impl Recorders {
             .ok_or_else(|| RecorderError::Conflict("the recorder's account is gone".into()))?;
         let mut instructions = Vec::new();
         let remaining = presented.not_after - now.unix_timestamp();
-        if remaining < self.certificate_lifetime.whole_seconds() / 10 {
+        // A disabled account's recorder is still answered (200) and still counted as
+        // alive above, so that it notices enabling at its next heartbeat; it is told why
+        // nothing else happens, and is not asked to renew (renewal is refused meanwhile).
+        if account.effectively_disabled() {
+            instructions.push(Instruction::AccountDisabled);
+        } else if remaining < self.certificate_lifetime.whole_seconds() / 10 {
             instructions.push(Instruction::Renew);
         }
         Ok(HeartbeatResponse {
@@ -406,6 +416,12 @@ impl Recorders {
         req: RenewRequest,
     ) -> Result<RenewResponse, RecorderError> {
         let (recorder, _) = self.authenticate(cert, true).await?;
+        // Checked before the rate limit, so that a refused renewal does not use up the
+        // allowance the recorder needs once its account is enabled again.
+        let account = self.store.account(&recorder.account_id).await?;
+        if account.is_some_and(|a| a.effectively_disabled()) {
+            return Err(RecorderError::AccountDisabled);
+        }
         if let Err(not_until) = self.renew_limiter.check_key(&recorder.id) {
             use governor::clock::{Clock, DefaultClock};
             let wait = not_until.wait_time_from(DefaultClock::default().now());

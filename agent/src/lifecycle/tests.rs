@@ -995,3 +995,107 @@ fn heartbeat_jitter_and_the_renewal_point_follow_the_random_source() {
         "{seen_renewals:?}"
     );
 }
+
+#[test]
+fn a_disabled_account_keeps_heartbeats_holds_renewal_and_is_reported_until_enabled() {
+    use Instruction::{AccountDisabled, Renew};
+    // (time passed after the disabled answer, instructions in it, call right after it,
+    // call at the next tick while disabled, call at the next tick once enabled)
+    type Row = (u64, Vec<Instruction>, Option<Call>, Call, Call);
+    const DAY: u64 = 86_400;
+    let table: Vec<Row> = vec![
+        // Nothing due but the heartbeat, at the interval.
+        (
+            30,
+            vec![AccountDisabled],
+            None,
+            Call::Heartbeat,
+            Call::Heartbeat,
+        ),
+        // A server asking for renewal too is not followed: renewal is refused meanwhile.
+        (
+            30,
+            vec![AccountDisabled, Renew],
+            None,
+            Call::Heartbeat,
+            Call::Heartbeat,
+        ),
+        // Renewal due (renew_at is day 80): held while disabled, done once enabled.
+        (
+            81 * DAY,
+            vec![AccountDisabled],
+            None,
+            Call::Heartbeat,
+            Call::Renew,
+        ),
+        // The certificate expired (day 100): renewal is tried anyway, since heartbeats
+        // with it are refused and would never tell that the account is enabled again.
+        (
+            101 * DAY,
+            vec![AccountDisabled],
+            None,
+            Call::Renew,
+            Call::Renew,
+        ),
+    ];
+    for (wait, instructions, right_after, while_disabled, once_enabled) in table {
+        let context = format!("{wait} s, {instructions:?}");
+        let (mut h, _) = Harness::with(enrolled(), None);
+        h.tick_calls(Call::Heartbeat);
+        let mut answer = beat("a1");
+        answer.instructions = instructions;
+        let actions = h.outcome(Outcome::Heartbeat(Ok(answer)));
+        let calls: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Call(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            right_after.into_iter().collect::<Vec<_>>(),
+            "{context}"
+        );
+        assert!(
+            logs(&actions).contains("disabled by its administrator"),
+            "{context}"
+        );
+        let status = h.life.status(h.now);
+        assert!(status.account_disabled && status.enrolled, "{context}");
+        assert_eq!(status.last_error, None, "{context}");
+        assert_eq!(
+            h.life.status_line(h.now),
+            "enrolled in Store a1; account disabled by its administrator, last heartbeat 0 s ago",
+            "{context}"
+        );
+        // Heartbeats go on at the interval, jittered as usual.
+        assert_eq!(
+            h.life.schedule().heartbeat,
+            Some(h.at(secs(30))),
+            "{context}"
+        );
+
+        h.advance(secs(wait));
+        h.tick_calls(while_disabled.clone());
+        // Enabled again, from the same disabled start: the next answer carries no
+        // instruction, and what was held is due again.
+        let (mut h, _) = Harness::with(enrolled(), None);
+        h.tick_calls(Call::Heartbeat);
+        let mut answer = beat("a1");
+        answer.instructions = vec![AccountDisabled];
+        h.outcome(Outcome::Heartbeat(Ok(answer)));
+        h.advance(secs(30));
+        h.tick_calls(Call::Heartbeat);
+        let actions = h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+        assert!(logs(&actions).contains("enabled again"), "{context}");
+        assert!(!h.life.status(h.now).account_disabled, "{context}");
+        assert_eq!(
+            h.life.status_line(h.now),
+            "enrolled in Store a1, last heartbeat 0 s ago",
+            "{context}"
+        );
+        h.advance(secs(wait));
+        h.tick_calls(once_enabled);
+    }
+}

@@ -70,6 +70,35 @@ pub struct Account {
     /// all of them).
     pub code_public_id: Option<String>,
     pub created_at: i64,
+    /// Postal address, free text (may span lines); empty when not given.
+    pub address: String,
+    /// Who to call about the account (name, phone, e-mail), free text.
+    pub contact: Option<String>,
+    /// When an admin disabled this account itself (not an ancestor); None while enabled.
+    pub disabled_at: Option<i64>,
+    /// The audit actor who disabled it.
+    pub disabled_by: Option<String>,
+    /// The nearest account, this one or an ancestor, that is disabled: computed when read,
+    /// so disabling a partner disables its whole subtree and enabling it restores it.
+    /// Ignored when creating an account.
+    pub disabled_via: Option<String>,
+}
+
+impl Account {
+    /// Whether enrollments into this account are refused and its recorders are told so:
+    /// it or an ancestor is disabled.
+    pub fn effectively_disabled(&self) -> bool {
+        self.disabled_via.is_some()
+    }
+}
+
+/// The fields [`Store::update_account`] changes; `None` leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountUpdate {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    /// `Some(None)` clears the contact.
+    pub contact: Option<Option<String>>,
 }
 
 /// A registration code as stored: its public id and the SHA-256 of its secret.
@@ -337,4 +366,27 @@ pub trait Store: Send + Sync + 'static {
     /// Whether any code is stored sealed, so that a missing code key is an error rather
     /// than a new key that could open none of them.
     async fn sealed_codes_exist(&self) -> Result<bool, StoreError>;
+
+    // Account details and disabling (migration 0004).
+
+    /// Changes the given fields and audits `account.updated` with the fields that really
+    /// changed (old and new), in one transaction. Returns the account as stored now, and
+    /// writes nothing (no audit row either) when no field changes.
+    async fn update_account(
+        &self,
+        id: &str,
+        update: &AccountUpdate,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Account, StoreError>;
+    /// Sets or clears the account's own `disabled_at`/`disabled_by` and audits
+    /// `account.disabled`/`account.enabled`; returns false (and writes nothing) when it
+    /// already was in that state.
+    async fn set_account_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
 }

@@ -21,9 +21,25 @@ const RECORDER_COLUMNS: &str = "id, account_id, key_fingerprint, serial, mac, mo
     agent_version, replaces, enrolled_at, cert_serial, cert_not_after, last_seen, online_until, \
     status, revoked_at, offline_reason";
 
+/// Every account read carries `disabled_via`, the nearest disabled account up its
+/// ancestry, from a recursive CTE in the same statement. The heartbeat already reads the
+/// recorder's account once per heartbeat; this keeps it one indexed query (primary-key
+/// lookups, as many as the tree is deep, capped at 64 levels as a guard against a cycle,
+/// which the schema cannot make since a parent is set only at creation) instead of adding
+/// one, and needs no cache: a disable or enable by the admin CLI, which is another
+/// process, holds from the very next heartbeat, enrollment or renewal, on every server
+/// replica.
 const ACCOUNT_SELECT: &str = "SELECT a.id, a.name, a.kind, a.parent_id, a.created_at, \
+    a.address, a.contact, a.disabled_at, a.disabled_by, \
     (SELECT c.public_id FROM registration_codes c WHERE c.account_id = a.id AND c.disabled_at IS NULL \
-     ORDER BY c.created_at DESC LIMIT 1) AS code_public_id FROM accounts a";
+     ORDER BY c.created_at DESC LIMIT 1) AS code_public_id, \
+    (WITH RECURSIVE up(id, parent_id, disabled_at, depth) AS ( \
+       SELECT b.id, b.parent_id, b.disabled_at, 0 FROM accounts b WHERE b.id = a.id \
+       UNION ALL \
+       SELECT p.id, p.parent_id, p.disabled_at, up.depth + 1 FROM accounts p \
+       JOIN up ON p.id = up.parent_id WHERE up.depth < 64) \
+     SELECT id FROM up WHERE disabled_at IS NOT NULL ORDER BY depth LIMIT 1) AS disabled_via \
+    FROM accounts a";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
@@ -52,6 +68,11 @@ fn account_from_row(row: &SqliteRow) -> Result<Account, sqlx::Error> {
         parent_id: row.try_get("parent_id")?,
         code_public_id: row.try_get("code_public_id")?,
         created_at: row.try_get("created_at")?,
+        address: row.try_get("address")?,
+        contact: row.try_get("contact")?,
+        disabled_at: row.try_get("disabled_at")?,
+        disabled_by: row.try_get("disabled_by")?,
+        disabled_via: row.try_get("disabled_via")?,
     })
 }
 
@@ -124,13 +145,16 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO accounts (id, name, kind, parent_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO accounts (id, name, kind, parent_id, created_at, address, contact) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&account.id)
         .bind(&account.name)
         .bind(account.kind.as_str())
         .bind(&account.parent_id)
         .bind(account.created_at)
+        .bind(&account.address)
+        .bind(&account.contact)
         .execute(&mut *tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted {
@@ -155,6 +179,8 @@ impl Store for SqliteStore {
                 "kind": account.kind.as_str(),
                 "parent_id": account.parent_id,
                 "code_public_id": code.public_id,
+                "address": account.address,
+                "contact": account.contact,
             }),
         )
         .await?;
@@ -758,6 +784,135 @@ impl Store for SqliteStore {
         .await?;
         Ok(found.is_some())
     }
+
+    // Account details and disabling (migration 0004).
+
+    async fn update_account(
+        &self,
+        id: &str,
+        update: &AccountUpdate,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Account, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // A write first, so the transaction holds the write lock before it reads: two
+        // concurrent updates then audit what each really changed.
+        sqlx::query("UPDATE accounts SET name = name WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE a.id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(mut account) = row.as_ref().map(account_from_row).transpose()? else {
+            return Err(StoreError::NotFound {
+                what: "account",
+                id: id.to_string(),
+            });
+        };
+        let mut changed = serde_json::Map::new();
+        if let Some(name) = update.name.as_ref().filter(|n| **n != account.name) {
+            changed.insert(
+                "name".into(),
+                serde_json::json!({ "old": account.name, "new": name }),
+            );
+            account.name = name.clone();
+        }
+        if let Some(address) = update.address.as_ref().filter(|a| **a != account.address) {
+            changed.insert(
+                "address".into(),
+                serde_json::json!({ "old": account.address, "new": address }),
+            );
+            account.address = address.clone();
+        }
+        if let Some(contact) = update.contact.as_ref().filter(|c| **c != account.contact) {
+            changed.insert(
+                "contact".into(),
+                serde_json::json!({ "old": account.contact, "new": contact }),
+            );
+            account.contact = contact.clone();
+        }
+        if changed.is_empty() {
+            return Ok(account);
+        }
+        sqlx::query("UPDATE accounts SET name = ?, address = ?, contact = ? WHERE id = ?")
+            .bind(&account.name)
+            .bind(&account.address)
+            .bind(&account.contact)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "account.updated",
+            Some(id),
+            None,
+            serde_json::Value::Object(changed),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    async fn set_account_disabled(
+        &self,
+        id: &str,
+        disabled: bool,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = if disabled {
+            sqlx::query(
+                "UPDATE accounts SET disabled_at = ?, disabled_by = ? WHERE id = ? AND disabled_at IS NULL",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(id)
+        } else {
+            sqlx::query(
+                "UPDATE accounts SET disabled_at = NULL, disabled_by = NULL WHERE id = ? AND disabled_at IS NOT NULL",
+            )
+            .bind(id)
+        }
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound {
+                    what: "account",
+                    id: id.to_string(),
+                }),
+            };
+        }
+        let action = if disabled {
+            "account.disabled"
+        } else {
+            "account.enabled"
+        };
+        audit(
+            &mut tx,
+            now,
+            actor,
+            action,
+            Some(id),
+            None,
+            serde_json::json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 const CODE_INFO_SELECT: &str = "SELECT public_id, account_id, label, created_at, created_by, \
@@ -849,6 +1004,11 @@ mod tests {
             parent_id: None,
             code_public_id: None,
             created_at: 1,
+            address: String::new(),
+            contact: None,
+            disabled_at: None,
+            disabled_by: None,
+            disabled_via: None,
         };
         store
             .create_account(&account, &new_code(&format!("C{id}")), "test")
@@ -1274,5 +1434,181 @@ mod tests {
             actions(&store).await,
             ["account.created", "code.created", "code.disabled"]
         );
+    }
+
+    async fn child(store: &SqliteStore, id: &str, parent: &str, kind: AccountKind) {
+        let account = Account {
+            id: id.to_string(),
+            name: id.to_string(),
+            kind,
+            parent_id: Some(parent.to_string()),
+            code_public_id: None,
+            created_at: 1,
+            address: String::new(),
+            contact: None,
+            disabled_at: None,
+            disabled_by: None,
+            disabled_via: None,
+        };
+        store
+            .create_account(&account, &new_code(&format!("C{id}")), "test")
+            .await
+            .unwrap();
+    }
+
+    async fn disabled_via(store: &SqliteStore, id: &str) -> Option<String> {
+        store.account(id).await.unwrap().unwrap().disabled_via
+    }
+
+    #[tokio::test]
+    async fn disabling_an_account_disables_its_subtree_until_enabled() {
+        let (_dir, store) = store().await;
+        let mut partner = Account {
+            kind: AccountKind::Partner,
+            ..store_account("p")
+        };
+        partner.address = "1 Main St\nSpringfield".into();
+        store
+            .create_account(&partner, &new_code("Cp"), "test")
+            .await
+            .unwrap();
+        child(&store, "sub", "p", AccountKind::Partner).await;
+        child(&store, "c", "sub", AccountKind::Customer).await;
+        account(&store, "other").await;
+        assert_eq!(
+            store.account("p").await.unwrap().unwrap().address,
+            "1 Main St\nSpringfield"
+        );
+
+        assert!(store
+            .set_account_disabled("p", true, 50, "cli:admin")
+            .await
+            .unwrap());
+        assert!(!store
+            .set_account_disabled("p", true, 60, "cli:admin")
+            .await
+            .unwrap());
+        for id in ["p", "sub", "c"] {
+            assert_eq!(disabled_via(&store, id).await.as_deref(), Some("p"), "{id}");
+        }
+        assert_eq!(disabled_via(&store, "other").await, None);
+        let p = store.account("p").await.unwrap().unwrap();
+        assert_eq!(p.disabled_at, Some(50));
+        assert_eq!(p.disabled_by.as_deref(), Some("cli:admin"));
+        let c = store.account("c").await.unwrap().unwrap();
+        assert_eq!(
+            c.disabled_at, None,
+            "only the switched account carries the time"
+        );
+        let listed: Vec<(String, bool)> = store
+            .accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.id.clone(), a.effectively_disabled()))
+            .collect();
+        assert!(listed.contains(&("c".into(), true)));
+        assert!(listed.contains(&("other".into(), false)));
+
+        // The nearest disabled account is named.
+        store
+            .set_account_disabled("sub", true, 70, "t")
+            .await
+            .unwrap();
+        assert_eq!(disabled_via(&store, "c").await.as_deref(), Some("sub"));
+        store
+            .set_account_disabled("p", false, 80, "t")
+            .await
+            .unwrap();
+        assert_eq!(disabled_via(&store, "p").await, None);
+        assert_eq!(disabled_via(&store, "c").await.as_deref(), Some("sub"));
+        store
+            .set_account_disabled("sub", false, 90, "t")
+            .await
+            .unwrap();
+        assert_eq!(disabled_via(&store, "c").await, None);
+        assert!(!store
+            .set_account_disabled("sub", false, 95, "t")
+            .await
+            .unwrap());
+
+        let log = actions(&store).await;
+        assert_eq!(
+            log[log.len() - 4..],
+            [
+                "account.disabled",
+                "account.disabled",
+                "account.enabled",
+                "account.enabled"
+            ]
+        );
+        assert!(matches!(
+            store.set_account_disabled("nope", true, 1, "t").await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    fn store_account(id: &str) -> Account {
+        Account {
+            id: id.to_string(),
+            name: id.to_string(),
+            kind: AccountKind::Customer,
+            parent_id: None,
+            code_public_id: None,
+            created_at: 1,
+            address: String::new(),
+            contact: None,
+            disabled_at: None,
+            disabled_by: None,
+            disabled_via: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_update_audits_only_the_fields_that_changed() {
+        let (_dir, store) = store().await;
+        account(&store, "a").await;
+        let update = AccountUpdate {
+            name: Some("a".into()),
+            address: Some("2 Side St".into()),
+            contact: Some(Some("Ann, 555-0100".into())),
+        };
+        let updated = store
+            .update_account("a", &update, 20, "cli:admin")
+            .await
+            .unwrap();
+        assert_eq!(updated.address, "2 Side St");
+        assert_eq!(updated.contact.as_deref(), Some("Ann, 555-0100"));
+        assert_eq!(store.account("a").await.unwrap().unwrap(), updated);
+        let entry = store.audit_log(1).await.unwrap().remove(0);
+        assert_eq!(
+            (entry.action.as_str(), entry.actor.as_str(), entry.at),
+            ("account.updated", "cli:admin", 20)
+        );
+        assert_eq!(entry.account_id.as_deref(), Some("a"));
+        let detail: serde_json::Value = serde_json::from_str(&entry.detail).unwrap();
+        assert_eq!(
+            detail,
+            serde_json::json!({
+                "address": { "old": "", "new": "2 Side St" },
+                "contact": { "old": null, "new": "Ann, 555-0100" },
+            })
+        );
+
+        // The same again changes nothing and writes no audit row; a cleared contact is.
+        let before = store.audit_log(1000).await.unwrap().len();
+        store.update_account("a", &update, 30, "t").await.unwrap();
+        assert_eq!(store.audit_log(1000).await.unwrap().len(), before);
+        let clear = AccountUpdate {
+            contact: Some(None),
+            ..AccountUpdate::default()
+        };
+        let cleared = store.update_account("a", &clear, 40, "t").await.unwrap();
+        assert_eq!(cleared.contact, None);
+        assert_eq!(store.audit_log(1000).await.unwrap().len(), before + 1);
+        assert!(matches!(
+            store.update_account("nope", &clear, 1, "t").await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }
