@@ -29,6 +29,9 @@ pub enum FailureKind {
     Busy,
     /// The certificate expired and its renewal was refused: a code is needed.
     Expired,
+    /// The code is right but its account is disabled by its administrator. Retried for a
+    /// provisioned code: re-enabling the account must not need a site visit.
+    AccountDisabled,
     /// A state change could not be stored (full or read-only disk).
     Storage,
     /// The control request was not one this agent knows (malformed JSON, an unknown `op`
@@ -102,7 +105,7 @@ impl Failure {
                 "the server does not accept this registration code (unknown, rotated or disabled): ask the account's admin for the current code".to_string(),
             ),
             CallError::Rejected { .. } if e.error_code() == Some(ErrorCode::AccountDisabled) => (
-                FailureKind::Rejected,
+                FailureKind::AccountDisabled,
                 "this account is disabled by its administrator: ask them to enable it, then enter the code again".to_string(),
             ),
             CallError::Rejected { .. } if e.is_revoked() => (
@@ -189,7 +192,12 @@ mod tests {
                 false,
             ),
             (rejected(403, "forbidden"), Rejected, Rejected, false),
-            (rejected(403, "account_disabled"), Rejected, Rejected, false),
+            (
+                rejected(403, "account_disabled"),
+                AccountDisabled,
+                Rejected,
+                true,
+            ),
             (rejected(401, "unauthenticated"), Rejected, Rejected, false),
             (rejected(410, "revoked"), Revoked, Revoked, false),
             (rejected(500, "internal"), Unreachable, Unreachable, true),

@@ -391,6 +391,14 @@ fn a_provisioned_code_is_retried_only_while_failures_are_transient() {
             false,
         ),
         (Typed::Fails(Tls), P::Provisioned, Some(1500), false, false),
+        // Re-enabling the account must not need a site visit: retried, not remembered.
+        (
+            Typed::Fails(AccountDisabled),
+            P::Provisioned,
+            Some(1500),
+            false,
+            false,
+        ),
         // Retry-After 20 s, plus 10 % × 0.5
         (
             Typed::Fails(Busy),
