@@ -85,6 +85,232 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     #[serde(default)]
     pub mdns: MdnsSection,
+    /// Where invitation and password-reset mail goes: SMTP when `[mail.smtp]` is set,
+    /// otherwise `.eml` files under `DATA/outbox/`.
+    #[serde(default)]
+    pub mail: MailSection,
+}
+
+/// Outgoing mail (invitations, password resets).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSection {
+    /// Base URL put in front of the links in mail, e.g. `https://prov.example.com`. Unset,
+    /// it is derived from `listen` (`https://127.0.0.1:8443`), which only works on the
+    /// server itself: set it to the name users reach the server by.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    /// The `From:` address of every message, with an optional display name.
+    #[serde(default = "default_mail_from")]
+    pub from: MailFrom,
+    /// The SMTP relay. Absent, messages are written to `DATA/outbox/` and their links
+    /// logged, so a new server works without one.
+    #[serde(default)]
+    pub smtp: Option<SmtpSection>,
+}
+
+/// The `From:` mailbox, kept as text so the default compares equal in tests and parsed by
+/// `validate()` so a typo is reported at start rather than at the first invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct MailFrom(pub String);
+
+fn default_mail_from() -> MailFrom {
+    MailFrom("Contera <contera@localhost>".into())
+}
+
+impl Default for MailFrom {
+    fn default() -> Self {
+        default_mail_from()
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text: only for a relay on the same host (credentials and links travel in clear).
+    None,
+    /// Plain connection upgraded with STARTTLS, which is required (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("SMTPS", port 465).
+    Implicit,
+}
+
+impl SmtpTls {
+    /// The usual port for the mode: 25, 587 or 465.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Implicit => 465,
+        }
+    }
+}
+
+/// The SMTP relay that delivers mail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// Host name (checked against the relay's certificate) or IP address of the relay.
+    pub host: String,
+    /// TCP port; unset, the usual one for `tls` (25, 587 or 465).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `none`, `starttls` or `implicit`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH; unset, no authentication.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File holding the SMTP password (one line; surrounding whitespace is trimmed), read
+    /// at start. Unset, the systemd credential `smtp-password` is used when present, so the
+    /// secret need not sit in the config file or a world-readable path.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Seconds one delivery (connect, TLS, commands) may take before it fails.
+    #[serde(default = "default_smtp_timeout_secs")]
+    pub timeout_secs: u64,
+    /// The password, filled by [`SmtpSection::read_password`], never by the TOML file.
+    #[serde(skip)]
+    pub password: Option<Password>,
+}
+
+fn default_smtp_timeout_secs() -> u64 {
+    30
+}
+
+/// A secret whose `Debug` prints `***`, so logging a config never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Password(secret.into())
+    }
+    /// The secret itself, for the SMTP login only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The systemd credential name (`LoadCredential=smtp-password:…`) read when no
+/// `password_file` is set.
+pub const SMTP_PASSWORD_CREDENTIAL: &str = "smtp-password";
+
+impl SmtpSection {
+    /// The port to connect to: the configured one or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+
+    /// Reads the password from `password_file`, or else from `smtp-password` in the
+    /// systemd credentials directory when the caller found one (the binary passes
+    /// `$CREDENTIALS_DIRECTORY`; the library does not read the environment).
+    pub fn read_password(&mut self, credentials_dir: Option<&Path>) -> Result<(), ConfigError> {
+        let path = match (&self.password_file, credentials_dir) {
+            (Some(path), _) => path.clone(),
+            (None, Some(dir)) if dir.join(SMTP_PASSWORD_CREDENTIAL).exists() => {
+                dir.join(SMTP_PASSWORD_CREDENTIAL)
+            }
+            _ => return Ok(()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.password = Some(Password::new(text.trim()));
+        Ok(())
+    }
+}
+
+impl MailSection {
+    /// The base of links in mail, without a trailing slash.
+    pub fn public_base_url(&self, listen: SocketAddr) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("https://{listen}"),
+        }
+    }
+
+    fn problems(&self, problems: &mut Vec<String>) {
+        if let Some(url) = &self.public_base_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|host| host.is_empty() || host.contains(char::is_whitespace)) {
+                problems.push(format!(
+                    "mail.public_base_url = {url:?}: use an http:// or https:// URL such as \"https://prov.example.com\""
+                ));
+            }
+        }
+        if let Err(e) = self.from.0.parse::<lettre::message::Mailbox>() {
+            problems.push(format!(
+                "mail.from = {:?}: {e}; use an address such as \"Contera <contera@example.com>\"",
+                self.from.0
+            ));
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.host.trim().is_empty() {
+                problems.push("mail.smtp.host is empty: name the SMTP relay".into());
+            }
+            if smtp.port == Some(0) {
+                problems.push(
+                    "mail.smtp.port = 0: use the relay's port, or remove it for the usual one"
+                        .into(),
+                );
+            }
+            if !(1..=600).contains(&smtp.timeout_secs) {
+                problems.push(format!(
+                    "mail.smtp.timeout_secs = {}: use a value from 1 to 600",
+                    smtp.timeout_secs
+                ));
+            }
+            if let Some(path) = &smtp.password_file {
+                if let Err(e) = std::fs::File::open(path) {
+                    problems.push(format!(
+                        "mail.smtp.password_file = {:?}: cannot be read ({e}); fix the path or its permissions",
+                        path.display().to_string()
+                    ));
+                }
+                if smtp.user.is_none() {
+                    problems.push(
+                        "mail.smtp.password_file is set without mail.smtp.user: set the user name, or remove password_file".into(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Settings that work but are probably a mistake, for the log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(smtp) = &self.smtp {
+            if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
+                warnings.push(format!(
+                    "mail.smtp.tls = \"none\" with host {:?}: mail (with its links) and the SMTP password travel unencrypted; use \"starttls\" or \"implicit\" for a relay that is not on this host",
+                    smtp.host
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// `localhost`, or an address of the loopback network.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// mDNS announcement of this server on the local network.
@@ -283,6 +509,7 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir is empty: name a directory the server may write".into());
         }
+        self.mail.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -296,6 +523,16 @@ impl ServerConfig {
             Some(secs) => time::Duration::seconds(secs as i64),
             None => time::Duration::days(self.certificate_lifetime_days.into()),
         }
+    }
+
+    /// Settings that work but are probably a mistake: the caller logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        self.mail.warnings()
+    }
+
+    /// Where messages go without SMTP.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
     }
 
     /// The SQLite database file inside the data directory.
@@ -352,6 +589,123 @@ mod tests {
             ..ServerConfig::default()
         };
         config.validate().unwrap();
+    }
+
+    fn with_mail(toml_text: &str) -> ServerConfig {
+        ServerConfig::parse(toml_text, Path::new("x.toml")).unwrap()
+    }
+
+    #[test]
+    fn mail_defaults_to_the_outbox_and_links_derived_from_listen() {
+        let config = ServerConfig::default();
+        assert!(config.mail.smtp.is_none());
+        assert_eq!(config.mail.from.0, "Contera <contera@localhost>");
+        assert_eq!(
+            config.mail.public_base_url(config.listen),
+            "https://127.0.0.1:8443"
+        );
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
+    fn smtp_port_defaults_by_tls_mode() {
+        for (tls, port) in [("none", 25), ("starttls", 587), ("implicit", 465)] {
+            let config = with_mail(&format!(
+                "[mail.smtp]\nhost = \"127.0.0.1\"\ntls = \"{tls}\"\n"
+            ));
+            assert_eq!(config.mail.smtp.unwrap().port(), port, "{tls}");
+        }
+        let config = with_mail("[mail.smtp]\nhost = \"mail.example.com\"\n");
+        let smtp = config.mail.smtp.unwrap();
+        assert_eq!(smtp.tls, SmtpTls::Starttls);
+        assert_eq!(smtp.port(), 587);
+    }
+
+    #[test]
+    fn unknown_mail_key_is_named_in_the_error() {
+        let err = ServerConfig::parse(
+            "[mail.smtp]\nhost = \"h\"\npasword_file = \"/x\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pasword_file"), "{err}");
+    }
+
+    #[test]
+    fn mail_validation_names_every_problem() {
+        let config = with_mail(
+            "[mail]\npublic_base_url = \"prov.example.com\"\nfrom = \"not an address\"\n\
+             [mail.smtp]\nhost = \"\"\nport = 0\ntimeout_secs = 0\n\
+             password_file = \"/nonexistent/contera-smtp-password\"\n",
+        );
+        let err = config.validate().unwrap_err().to_string();
+        for key in [
+            "mail.public_base_url",
+            "mail.from",
+            "mail.smtp.host",
+            "mail.smtp.port",
+            "mail.smtp.timeout_secs",
+            "/nonexistent/contera-smtp-password",
+            "without mail.smtp.user",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_smtp_to_a_remote_host_warns_but_loopback_does_not() {
+        let remote = with_mail("[mail.smtp]\nhost = \"mail.example.com\"\ntls = \"none\"\n");
+        remote.validate().unwrap();
+        let warnings = remote.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("mail.smtp.tls"), "{warnings:?}");
+        for host in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            let local = with_mail(&format!("[mail.smtp]\nhost = \"{host}\"\ntls = \"none\"\n"));
+            assert!(local.warnings().is_empty(), "{host}");
+        }
+    }
+
+    #[test]
+    fn smtp_password_is_read_from_its_file_and_hidden_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "hunter2-secret\n").unwrap();
+        let mut config = with_mail(&format!(
+            "[mail.smtp]\nhost = \"h\"\nuser = \"u\"\npassword_file = {:?}\n",
+            file.display().to_string()
+        ));
+        config.validate().unwrap();
+        let smtp = config.mail.smtp.as_mut().unwrap();
+        smtp.read_password(None).unwrap();
+        assert_eq!(smtp.password.as_ref().unwrap().expose(), "hunter2-secret");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("***"), "{debug}");
+    }
+
+    #[test]
+    fn smtp_password_falls_back_to_the_systemd_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SMTP_PASSWORD_CREDENTIAL), "from-credential").unwrap();
+        let mut smtp = with_mail("[mail.smtp]\nhost = \"h\"\nuser = \"u\"\n")
+            .mail
+            .smtp
+            .unwrap();
+        smtp.read_password(Some(dir.path())).unwrap();
+        assert_eq!(smtp.password.unwrap().expose(), "from-credential");
+    }
+
+    #[test]
+    fn unreadable_password_file_is_an_error_naming_the_path() {
+        let mut smtp = with_mail(
+            "[mail.smtp]\nhost = \"h\"\nuser = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+        )
+        .mail
+        .smtp
+        .unwrap();
+        let err = smtp.read_password(None).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/pw"), "{err}");
     }
 }
 
