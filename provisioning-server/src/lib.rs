@@ -11,6 +11,7 @@ pub mod connection;
 pub mod descriptors;
 pub mod files;
 pub mod limits;
+pub mod mail;
 pub mod mdns;
 pub mod recorders;
 pub mod secrets;
