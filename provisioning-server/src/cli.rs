@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{self, CodeLimits};
 use crate::config::{ConfigError, ServerConfig};
+use crate::mail::{self, Delivery, Mailer};
 use crate::secrets::CodeKey;
 use crate::store::{Account, AccountKind, CodeInfo, Recorder, SqliteStore, Store};
 use crate::terminal::{safe, safe_json};
@@ -58,10 +59,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the mail settings
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// Check the configuration and exit (0 valid, 2 invalid)
     ValidateConfig,
     /// Print the default configuration as TOML
     PrintDefaultConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Send a test message through the configured SMTP relay, or write it to the outbox
+    /// (DATA/outbox/) when there is none, and say which
+    Test {
+        /// Recipient address
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +222,15 @@ pub fn resolve_config(cli: &Cli) -> Result<ServerConfig, ConfigError> {
         }
     }
     config.validate()?;
+    for warning in config.warnings() {
+        log::warn!("{warning}");
+    }
+    if let Some(smtp) = config.mail.smtp.as_mut() {
+        // systemd's LoadCredential= puts the password here; the library does not read
+        // the environment itself.
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        smtp.read_password(credentials.as_deref())?;
+    }
     Ok(config)
 }
 
@@ -229,6 +253,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Serve(_) => serve(config).await,
+        Command::Mail(MailCommand::Test { to }) => mail_test(&config, &to).await,
         command => admin(config, command).await,
     };
     match result {
@@ -238,6 +263,22 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Sends (or writes) one test message, so an admin sees the mail settings work before the
+/// first invitation depends on them.
+async fn mail_test(config: &ServerConfig, to: &str) -> anyhow::Result<()> {
+    let mailer =
+        Mailer::from_config(&config.mail, config.outbox_dir()).context("cannot set up mail")?;
+    let email = mail::test_message(to)?;
+    match mailer.send(&email).await? {
+        Delivery::Sent { relay } => println!("sent a test message to {to} through {relay}"),
+        Delivery::Written(path) => println!(
+            "no SMTP relay configured ([mail.smtp]): wrote the test message to {}",
+            path.display()
+        ),
+    }
+    Ok(())
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
@@ -829,7 +870,10 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Serve(_) | Command::ValidateConfig | Command::PrintDefaultConfig => {
+        Command::Serve(_)
+        | Command::Mail(_)
+        | Command::ValidateConfig
+        | Command::PrintDefaultConfig => {
             unreachable!("handled in run")
         }
     }

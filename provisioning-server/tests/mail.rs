@@ -219,3 +219,106 @@ async fn invitation_sent_through_smtp_arrives_with_both_parts_and_the_link() {
     assert_invitation(&std::fs::read(&delivered[0]).unwrap());
     assert!(!outbox.exists(), "nothing goes to the outbox with SMTP");
 }
+
+fn contera(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_contera-provisioning"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("CONTERA_CONFIG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn mail_test_without_smtp_writes_to_the_outbox_and_says_so() {
+    let data = tempfile::tempdir().unwrap();
+    let out = contera(data.path(), &["mail", "test", "--to", "ops@example.com"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("no SMTP relay configured"), "{stdout}");
+    let written: Vec<_> = std::fs::read_dir(data.path().join("outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(
+        stdout.contains(&written[0].display().to_string()),
+        "{stdout}"
+    );
+    let bytes = std::fs::read(&written[0]).unwrap();
+    let message = MessageParser::default().parse(&bytes[..]).unwrap();
+    assert_eq!(message.subject(), Some("Contera mail test"));
+    assert_eq!(message.text_body_count(), 1);
+    assert_eq!(message.html_body_count(), 1);
+}
+
+#[test]
+fn mail_test_with_smtp_delivers_to_the_relay_and_says_so() {
+    const TEST: &str = "mail_test_with_smtp_delivers_to_the_relay_and_says_so";
+    if !aiosmtpd_available() {
+        skip(
+            TEST,
+            "python3 -m aiosmtpd is missing (apt install python3-aiosmtpd, or pip install aiosmtpd)",
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(work.path());
+    let config = work.path().join("provisioning.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            server.addr.port()
+        ),
+    )
+    .unwrap();
+    let data = work.path().join("data");
+    let out = contera(
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "mail",
+            "test",
+            "--to",
+            "ops@example.com",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("through {}", server.addr)),
+        "{stdout}"
+    );
+    assert_eq!(server.delivered().len(), 1);
+    assert!(!data.join("outbox").exists());
+}
+
+#[test]
+fn unreadable_smtp_password_file_is_a_configuration_error_naming_it() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("provisioning.toml");
+    std::fs::write(
+        &config,
+        "[mail.smtp]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword_file = \"/nonexistent/smtp-pw\"\n",
+    )
+    .unwrap();
+    let out = contera(
+        work.path(),
+        &["--config", config.to_str().unwrap(), "validate-config"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/smtp-pw"), "{stderr}");
+}
