@@ -220,6 +220,14 @@ impl SmtpSection {
             (None, Some(dir)) if dir.join(SMTP_PASSWORD_CREDENTIAL).exists() => {
                 dir.join(SMTP_PASSWORD_CREDENTIAL)
             }
+            // A user without a password would fail at the first invitation, far from here.
+            _ if self.user.is_some() => {
+                return Err(ConfigError::Invalid {
+                    problems: vec![format!(
+                        "mail.smtp.user is set but there is no password: set mail.smtp.password_file, or provide the systemd credential {SMTP_PASSWORD_CREDENTIAL} (LoadCredential=)"
+                    )],
+                })
+            }
             _ => return Ok(()),
         };
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -694,6 +702,24 @@ mod tests {
             .unwrap();
         smtp.read_password(Some(dir.path())).unwrap();
         assert_eq!(smtp.password.unwrap().expose(), "from-credential");
+    }
+
+    #[test]
+    fn smtp_user_without_any_password_source_is_refused() {
+        let mut smtp = with_mail("[mail.smtp]\nhost = \"h\"\nuser = \"u\"\n")
+            .mail
+            .smtp
+            .unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let err = smtp
+            .read_password(Some(empty.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mail.smtp.user"), "{err}");
+        assert!(err.contains(SMTP_PASSWORD_CREDENTIAL), "{err}");
+        let mut anonymous = with_mail("[mail.smtp]\nhost = \"h\"\n").mail.smtp.unwrap();
+        anonymous.read_password(None).unwrap();
+        assert!(anonymous.password.is_none());
     }
 
     #[test]
