@@ -88,13 +88,22 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// A Python that can import aiosmtpd: the one on PATH (a pip install), else Debian's
+/// (`apt install python3-aiosmtpd`, what `.ci/run` does), which a Python earlier on PATH
+/// (pyenv, say) would otherwise hide.
+fn aiosmtpd_python() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 fn aiosmtpd_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    aiosmtpd_python().is_some()
 }
 
 /// An aiosmtpd server on a loopback port that writes each message's raw bytes to `dir`;
@@ -134,7 +143,8 @@ impl SmtpServer {
             let probe = TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap()
         };
-        let child = Command::new("python3")
+        let python = aiosmtpd_python().expect("checked by the test");
+        let child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(addr.to_string())
             .args(["-c", "contera_test_smtp.Store"])
