@@ -12,6 +12,7 @@ pub mod descriptors;
 pub mod files;
 pub mod limits;
 pub mod mdns;
+pub mod passwords;
 pub mod permissions;
 pub mod recorders;
 pub mod secrets;
