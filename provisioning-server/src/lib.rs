@@ -19,3 +19,4 @@ pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod terminal;
+pub mod users;
