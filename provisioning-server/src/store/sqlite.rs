@@ -2101,4 +2101,46 @@ mod tests {
             Err(StoreError::NotFound { .. })
         ));
     }
+
+    #[tokio::test]
+    async fn upgrading_gives_existing_accounts_an_administrators_group_with_every_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database as the previous release left it: migrations up to 0004, one account.
+        let old = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "0005" {
+                std::fs::copy(entry.path(), old.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (id, name, kind, created_at) VALUES ('a1', 'Old', 'partner', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let groups = store.groups("a1").await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].name, ADMINISTRATORS_GROUP);
+        assert_eq!(
+            groups[0].permissions,
+            crate::permissions::PermissionSet::all()
+        );
+        assert_eq!(groups[0].id.len(), 36, "UUID-shaped id: {}", groups[0].id);
+    }
 }
