@@ -86,7 +86,7 @@ pub enum UsersCommand {
         /// Group to join [default: Administrators]
         #[arg(long)]
         group: Option<String>,
-        /// Base of the accept link [default: https://<listen address>]
+        /// Base of the accept link [default: https://LISTEN, the configured listen address]
         #[arg(long)]
         base_url: Option<String>,
         #[arg(long)]
