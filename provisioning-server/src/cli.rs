@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{self, CodeLimits};
 use crate::config::{ConfigError, ServerConfig};
 use crate::mail::{self, Delivery, Mailer};
+use crate::permissions::{Permission, PermissionSet};
 use crate::secrets::CodeKey;
-use crate::store::{Account, AccountKind, CodeInfo, Recorder, SqliteStore, Store};
+use crate::store::{Account, AccountKind, CodeInfo, Group, Recorder, SqliteStore, Store, User};
 use crate::terminal::{safe, safe_json};
+use crate::users;
 
 /// Exit code for usage and configuration errors (a unit lists it in RestartPreventExitStatus).
 pub const EXIT_CONFIG: u8 = 2;
@@ -52,6 +54,12 @@ pub enum Command {
     /// List and revoke recorders
     #[command(subcommand)]
     Recorders(RecordersCommand),
+    /// Invite, list, disable and enable users
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// List and create groups of permissions
+    #[command(subcommand)]
+    Groups(GroupsCommand),
     /// Show the audit log, newest first
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -77,6 +85,83 @@ pub enum MailCommand {
         #[arg(long, value_name = "ADDRESS")]
         to: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Invite a user into an account and print the link that accepts the invitation (valid
+    /// 72 hours); this is how an account's first administrator is made
+    Invite {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Group to join [default: Administrators]
+        #[arg(long)]
+        group: Option<String>,
+        /// Base of the accept link [default: [mail] public_base_url, else https://LISTEN]
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a new invitation link for an invited user; the previous link stops working
+    Resend {
+        /// User id or email
+        user: String,
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users, of one account or of all
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an active user (refused for an account's last active administrator)
+    Disable {
+        /// User id or email
+        user: String,
+    },
+    /// Enable a disabled user again
+    Enable {
+        /// User id or email
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// List an account's groups with their permissions
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a group holding the given permissions
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        /// A permission the group holds; repeat for several
+        #[arg(long = "permission", value_name = "PERMISSION", value_parser = parse_permission)]
+        permissions: Vec<Permission>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--permission`: one of the ten names; a bad one is a usage error (exit 2) naming them.
+fn parse_permission(text: &str) -> Result<Permission, String> {
+    text.parse()
+        .map_err(|e: crate::permissions::UnknownPermission| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +368,13 @@ async fn mail_test(config: &ServerConfig, to: &str) -> anyhow::Result<()> {
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     prepare_data_dir(&config)?;
+    if !config.database_path().exists() {
+        log::info!(
+            "fresh data directory: create the partner account with `contera-provisioning \
+             accounts create --name NAME --kind partner`, then make its first administrator \
+             with `contera-provisioning users invite --account ID --email EMAIL --name NAME`"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -499,6 +591,90 @@ fn recorder_json(r: &Recorder, now: i64, account_disabled: bool) -> serde_json::
         "enrolled_at": rfc3339(r.enrolled_at),
         "certificate_expires": r.cert_not_after.map(rfc3339),
     })
+}
+
+/// The accept link for an invitation. The token goes in the fragment, which browsers do not
+/// send to servers or put in Referer headers; the console page posts it to the API.
+fn accept_link(config: &ServerConfig, base_url: Option<&str>, token: &str) -> String {
+    let base = match base_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => config
+            .mail
+            .public_base_url(config.listen)
+            .trim_end_matches('/')
+            .to_owned(),
+    };
+    format!("{base}/invitations/accept#token={token}")
+}
+
+fn print_invitation(invited: &users::Invited, link: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut value = serde_json::to_value(&invited.user)?;
+        value["invitation_expires_at"] = json!(rfc3339(invited.expires_at));
+        value["token"] = json!(invited.token);
+        value["accept_link"] = json!(link);
+        println!("{value:#}");
+    } else {
+        println!(
+            "Invited {} <{}> into account {}, valid until {}.",
+            safe(&invited.user.name),
+            safe(&invited.user.email),
+            invited.user.account_id,
+            rfc3339(invited.expires_at)
+        );
+        println!("Accept link (shown once): {link}");
+        println!("Token: {}", invited.token);
+    }
+    Ok(())
+}
+
+fn print_users(list: &[User], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{:#}", serde_json::to_value(list)?);
+    } else if list.is_empty() {
+        println!(
+            "No users: invite one with `users invite --account ID --email EMAIL --name NAME`."
+        );
+    } else {
+        println!(
+            "{:<36}  {:<36}  {:<8}  {:<32}  {:<24}  GROUPS",
+            "ID", "ACCOUNT", "STATUS", "EMAIL", "NAME"
+        );
+        for u in list {
+            println!(
+                "{:<36}  {:<36}  {:<8}  {:<32}  {:<24}  {}",
+                u.id,
+                u.account_id,
+                u.status.as_str(),
+                safe(&u.email),
+                safe(&u.name),
+                safe(&u.groups.join(", "))
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_groups(list: &[Group], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{:#}", serde_json::to_value(list)?);
+    } else {
+        println!(
+            "{:<36}  {:<24}  {:<7}  PERMISSIONS",
+            "ID", "NAME", "MEMBERS"
+        );
+        for g in list {
+            let permissions: Vec<_> = g.permissions.iter().map(|p| p.as_str()).collect();
+            println!(
+                "{:<36}  {:<24}  {:<7}  {}",
+                g.id,
+                safe(&g.name),
+                g.members,
+                permissions.join(" ")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
@@ -850,6 +1026,75 @@ async fn admin(config: ServerConfig, command: Command) -> anyhow::Result<()> {
                     )
                 }
                 Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Users(UsersCommand::Invite {
+            account,
+            email,
+            name,
+            group,
+            base_url,
+            json,
+        }) => {
+            let invited =
+                users::invite(&store, &account, &email, &name, group.as_deref(), &actor).await?;
+            let link = accept_link(&config, base_url.as_deref(), &invited.token);
+            print_invitation(&invited, &link, json)?;
+        }
+        Command::Users(UsersCommand::Resend {
+            user,
+            base_url,
+            json,
+        }) => {
+            let invited = users::resend(&store, &user, &actor).await?;
+            let link = accept_link(&config, base_url.as_deref(), &invited.token);
+            print_invitation(&invited, &link, json)?;
+        }
+        Command::Users(UsersCommand::List { account, json }) => {
+            print_users(&store.users(account.as_deref()).await?, json)?;
+        }
+        Command::Users(UsersCommand::Disable { user }) => {
+            let (user, changed) = users::set_disabled(&store, &user, true, &actor).await?;
+            if changed {
+                println!("Disabled {}.", safe(&user.email));
+            } else {
+                println!(
+                    "{} is {}; nothing changed.",
+                    safe(&user.email),
+                    user.status.as_str()
+                );
+            }
+        }
+        Command::Users(UsersCommand::Enable { user }) => {
+            let (user, changed) = users::set_disabled(&store, &user, false, &actor).await?;
+            if changed {
+                println!("Enabled {}.", safe(&user.email));
+            } else {
+                println!(
+                    "{} is {}; nothing changed.",
+                    safe(&user.email),
+                    user.status.as_str()
+                );
+            }
+        }
+        Command::Groups(GroupsCommand::List { account, json }) => {
+            if store.account(&account).await?.is_none() {
+                return Err(users::UserError::AccountNotFound(account).into());
+            }
+            print_groups(&store.groups(&account).await?, json)?;
+        }
+        Command::Groups(GroupsCommand::Create {
+            account,
+            name,
+            permissions,
+            json,
+        }) => {
+            let set: PermissionSet = permissions.into_iter().collect();
+            let group = users::create_group(&store, &account, &name, set, &actor).await?;
+            if json {
+                println!("{:#}", serde_json::to_value(&group)?);
+            } else {
+                println!("Created group {} ({}).", safe(&group.name), group.id);
             }
         }
         Command::Audit { limit, json } => {

@@ -837,3 +837,225 @@ fn disabling_a_partner_marks_its_subtree_until_enabled() {
         stderr(&missing)
     );
 }
+
+fn partner(data_dir: &Path) -> String {
+    let out = admin(
+        data_dir,
+        &[
+            "accounts", "create", "--name", "Acme", "--kind", "partner", "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    json_of(&out)["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn users_invite_prints_an_accept_link_and_list_shows_the_user_invited() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = partner(dir.path());
+    let out = admin(
+        dir.path(),
+        &[
+            "users",
+            "invite",
+            "--account",
+            &account,
+            "--email",
+            "Jo@Example.com",
+            "--name",
+            "Jo",
+            "--base-url",
+            "https://prov.example/",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let link = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Accept link (shown once): "))
+        .unwrap_or_else(|| panic!("no link in {text}"));
+    let token = link
+        .strip_prefix("https://prov.example/invitations/accept#token=")
+        .unwrap_or_else(|| panic!("unexpected link {link}"));
+    assert_eq!(token.len(), 64);
+
+    let json = admin(
+        dir.path(),
+        &[
+            "users",
+            "invite",
+            "--account",
+            &account,
+            "--email",
+            "ann@example.com",
+            "--name",
+            "Ann",
+            "--json",
+        ],
+    );
+    assert!(json.status.success(), "{}", stderr(&json));
+    let json = json_of(&json);
+    let link = json["accept_link"].as_str().unwrap();
+    assert!(link.starts_with("https://"), "{link}");
+    assert!(link.ends_with(&format!(
+        "/invitations/accept#token={}",
+        json["token"].as_str().unwrap()
+    )));
+
+    let listed = json_of(&admin(dir.path(), &["users", "list", "--json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|u| u["status"] == "invited"));
+    assert!(listed
+        .iter()
+        .all(|u| u["groups"] == serde_json::json!(["Administrators"])));
+    let human = stdout(&admin(
+        dir.path(),
+        &["users", "list", "--account", &account],
+    ));
+    assert!(
+        human.contains("invited") && human.contains("Jo@Example.com"),
+        "{human}"
+    );
+
+    let audit = stdout(&admin(dir.path(), &["audit", "--json"]));
+    assert!(audit.contains("user.invited"), "{audit}");
+    assert!(audit.contains(&format!("cli:{}", id_un())), "{audit}");
+    assert!(!audit.contains(token), "no token in the audit log");
+}
+
+#[test]
+fn a_second_invite_with_the_same_email_in_any_case_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = partner(dir.path());
+    let invite = |email: &str| {
+        admin(
+            dir.path(),
+            &[
+                "users",
+                "invite",
+                "--account",
+                &account,
+                "--email",
+                email,
+                "--name",
+                "Jo",
+            ],
+        )
+    };
+    assert!(invite("jo@example.com").status.success());
+    let again = invite("JO@EXAMPLE.com");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let listed = json_of(&admin(dir.path(), &["users", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn groups_create_with_a_bad_permission_is_refused_naming_the_valid_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = partner(dir.path());
+    let out = admin(
+        dir.path(),
+        &[
+            "groups",
+            "create",
+            "--account",
+            &account,
+            "--name",
+            "Techs",
+            "--permission",
+            "recorders.view",
+            "--permission",
+            "recorders.delete",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for name in [
+        "accounts.view",
+        "accounts.manage",
+        "users.view",
+        "users.manage",
+        "groups.manage",
+        "codes.view",
+        "codes.manage",
+        "recorders.view",
+        "recorders.manage",
+        "audit.view",
+    ] {
+        assert!(err.contains(name), "{name} missing from {err}");
+    }
+    let groups = json_of(&admin(
+        dir.path(),
+        &["groups", "list", "--account", &account, "--json"],
+    ));
+    assert_eq!(groups.as_array().unwrap().len(), 1, "only Administrators");
+
+    let ok = admin(
+        dir.path(),
+        &[
+            "groups",
+            "create",
+            "--account",
+            &account,
+            "--name",
+            "Techs",
+            "--permission",
+            "recorders.view",
+            "--permission",
+            "recorders.manage",
+            "--json",
+        ],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        json_of(&ok)["permissions"],
+        serde_json::json!(["recorders.view", "recorders.manage"])
+    );
+    let human = stdout(&admin(
+        dir.path(),
+        &["groups", "list", "--account", &account],
+    ));
+    assert!(
+        human.contains("Administrators") && human.contains("Techs"),
+        "{human}"
+    );
+}
+
+#[test]
+fn users_disable_of_an_invited_user_changes_nothing_and_unknown_users_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = partner(dir.path());
+    admin(
+        dir.path(),
+        &[
+            "users",
+            "invite",
+            "--account",
+            &account,
+            "--email",
+            "jo@example.com",
+            "--name",
+            "Jo",
+        ],
+    );
+    let out = admin(dir.path(), &["users", "disable", "JO@example.com"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("is invited; nothing changed"),
+        "{}",
+        stdout(&out)
+    );
+    let unknown = admin(dir.path(), &["users", "enable", "nobody@example.com"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("users list"),
+        "{}",
+        stderr(&unknown)
+    );
+}

@@ -28,6 +28,15 @@ pub enum StoreError {
     /// like an unknown code.
     #[error("the registration code is disabled, expired or used up")]
     CodeRefused,
+    /// The change would leave the account without an active user holding both
+    /// `users.manage` and `groups.manage`: nobody could add users or repair groups.
+    /// Nothing was written.
+    #[error("account {account_id} would have no active administrator left")]
+    LastAdministrator { account_id: String },
+    /// The invitation is unknown, already used, replaced by a newer one, or expired at the
+    /// moment of accepting. Nothing was written.
+    #[error("the invitation is not valid any more")]
+    InvitationRefused,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -255,6 +264,87 @@ pub struct CertificateRecord<'a> {
     pub now: i64,
 }
 
+/// The name of the group every account is created with, holding every permission.
+pub const ADMINISTRATORS_GROUP: &str = "Administrators";
+
+/// Where a user is in their life cycle: invited (no password yet), active, or disabled
+/// (cannot log in; kept for the audit trail and to be enabled again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Invited,
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Invited => "invited",
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+
+    fn parse(s: &str) -> UserStatus {
+        match s {
+            "active" => UserStatus::Active,
+            "disabled" => UserStatus::Disabled,
+            _ => UserStatus::Invited,
+        }
+    }
+}
+
+/// A person who can (once active) log in to their account. The password hash is not part
+/// of it, so a `User` can be listed and serialized without leaking it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    pub name: String,
+    pub status: UserStatus,
+    pub created_at: i64,
+    pub created_by: String,
+    pub terms_version: Option<String>,
+    pub terms_accepted_at: Option<i64>,
+    pub age_confirmed_at: Option<i64>,
+    /// Names of the groups the user is in, sorted.
+    pub groups: Vec<String>,
+}
+
+/// A named set of permissions inside one account.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub permissions: crate::permissions::PermissionSet,
+    /// How many users are in it (any status).
+    pub members: i64,
+}
+
+/// An invitation as stored: only the token's SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invitation {
+    pub token_hash: Vec<u8>,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub replaced_at: Option<i64>,
+}
+
+/// What accepting an invitation writes.
+#[derive(Debug, Clone)]
+pub struct Acceptance<'a> {
+    pub token_hash: &'a [u8],
+    pub password_hash: &'a str,
+    pub terms_version: &'a str,
+    pub now: i64,
+}
+
 /// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`, `server`.
 pub type Actor<'a> = &'a str;
 
@@ -389,4 +479,56 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError>;
+
+    // Users, groups and invitations (migration 0005). Every write is one transaction with
+    // its audit row; audit details never hold a password, a password hash or a token.
+
+    /// Inserts an invited user into `group_id` with their first invitation; audits
+    /// `user.invited`. A taken email (in any case) is a `Conflict`.
+    async fn create_invited_user(
+        &self,
+        user: &User,
+        group_id: &str,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    /// Looks the email up case-insensitively.
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    async fn users(&self, account_id: Option<&str>) -> Result<Vec<User>, StoreError>;
+    /// Marks the user's open invitations replaced and stores `invitation`; audits
+    /// `invitation.resent`.
+    async fn replace_invitation(
+        &self,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
+    async fn invitation(&self, token_hash: &[u8]) -> Result<Option<Invitation>, StoreError>;
+    /// Uses the invitation (refused with `InvitationRefused` unless it is unused, not
+    /// replaced and not expired at `now`), makes its user active with the password and the
+    /// terms and age confirmations; audits `invitation.accepted` as `user:<id>`.
+    async fn accept_invitation(&self, acceptance: &Acceptance<'_>) -> Result<User, StoreError>;
+    /// Sets an active user disabled or a disabled user active; returns false when the user
+    /// was not in the other state (invited users are left alone). Refused with
+    /// `LastAdministrator` when it would leave the account without one.
+    async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
+    async fn groups(&self, account_id: &str) -> Result<Vec<Group>, StoreError>;
+    /// Inserts the group and its permissions; audits `group.created`. A taken name in the
+    /// account is a `Conflict`.
+    async fn create_group(&self, group: &Group, actor: Actor<'_>) -> Result<(), StoreError>;
+    /// Replaces the group's permissions; audits `group.permissions_set`. Refused with
+    /// `LastAdministrator` when it would leave the account without one.
+    async fn set_group_permissions(
+        &self,
+        group_id: &str,
+        permissions: &crate::permissions::PermissionSet,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
 }

@@ -167,6 +167,7 @@ impl Store for SqliteStore {
         }
         inserted?;
         insert_code(&mut tx, &account.id, code).await?;
+        insert_administrators_group(&mut tx, &account.id, account.created_at).await?;
         audit(
             &mut tx,
             account.created_at,
@@ -913,6 +914,389 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+    async fn create_invited_user(
+        &self,
+        user: &User,
+        group_id: &str,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let in_account: Option<String> =
+            sqlx::query_scalar("SELECT id FROM groups WHERE id = ? AND account_id = ?")
+                .bind(group_id)
+                .bind(&user.account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if in_account.is_none() {
+            return Err(StoreError::NotFound {
+                what: "group in the account",
+                id: group_id.to_owned(),
+            });
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, account_id, email, name, status, created_at, created_by) \
+             VALUES (?, ?, ?, ?, 'invited', ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.account_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(user.created_at)
+        .bind(&user.created_by)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted {
+            if e.is_unique_violation() {
+                return Err(StoreError::Conflict(format!(
+                    "a user with the email {} already exists",
+                    user.email
+                )));
+            }
+            if e.is_foreign_key_violation() {
+                return Err(StoreError::NotFound {
+                    what: "account",
+                    id: user.account_id.clone(),
+                });
+            }
+        }
+        inserted?;
+        sqlx::query("INSERT INTO user_groups (user_id, group_id) VALUES (?, ?)")
+            .bind(&user.id)
+            .bind(group_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_invitation(&mut tx, invitation).await?;
+        audit(
+            &mut tx,
+            user.created_at,
+            actor,
+            "user.invited",
+            Some(&user.account_id),
+            None,
+            serde_json::json!({
+                "user_id": user.id,
+                "email": user.email,
+                "name": user.name,
+                "group_id": group_id,
+                "expires_at": invitation.expires_at,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(user_where(&mut conn, "u.id = ?", Some(id)).await?.pop())
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(
+            user_where(&mut conn, "lower(u.email) = lower(?)", Some(email))
+                .await?
+                .pop(),
+        )
+    }
+
+    async fn users(&self, account_id: Option<&str>) -> Result<Vec<User>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(user_where(&mut conn, "(?1 IS NULL OR u.account_id = ?1)", account_id).await?)
+    }
+
+    async fn replace_invitation(
+        &self,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let account_id: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM users WHERE id = ? AND status = 'invited'")
+                .bind(&invitation.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(account_id) = account_id else {
+            return Err(StoreError::NotFound {
+                what: "invited user",
+                id: invitation.user_id.clone(),
+            });
+        };
+        sqlx::query(
+            "UPDATE invitations SET replaced_at = ? \
+             WHERE user_id = ? AND used_at IS NULL AND replaced_at IS NULL",
+        )
+        .bind(invitation.created_at)
+        .bind(&invitation.user_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_invitation(&mut tx, invitation).await?;
+        audit(
+            &mut tx,
+            invitation.created_at,
+            actor,
+            "invitation.resent",
+            Some(&account_id),
+            None,
+            serde_json::json!({
+                "user_id": invitation.user_id,
+                "expires_at": invitation.expires_at,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn invitation(&self, token_hash: &[u8]) -> Result<Option<Invitation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_hash, user_id, created_at, expires_at, used_at, replaced_at \
+             FROM invitations WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<Invitation, sqlx::Error> {
+                Ok(Invitation {
+                    token_hash: r.try_get("token_hash")?,
+                    user_id: r.try_get("user_id")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    used_at: r.try_get("used_at")?,
+                    replaced_at: r.try_get("replaced_at")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn accept_invitation(&self, acceptance: &Acceptance<'_>) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user_id: Option<String> = sqlx::query_scalar(
+            "UPDATE invitations SET used_at = ? \
+             WHERE token_hash = ? AND used_at IS NULL AND replaced_at IS NULL AND expires_at > ? \
+             RETURNING user_id",
+        )
+        .bind(acceptance.now)
+        .bind(acceptance.token_hash)
+        .bind(acceptance.now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(user_id) = user_id else {
+            return Err(StoreError::InvitationRefused);
+        };
+        let updated = sqlx::query(
+            "UPDATE users SET status = 'active', password_hash = ?, terms_version = ?, \
+             terms_accepted_at = ?, age_confirmed_at = ? WHERE id = ? AND status = 'invited'",
+        )
+        .bind(acceptance.password_hash)
+        .bind(acceptance.terms_version)
+        .bind(acceptance.now)
+        .bind(acceptance.now)
+        .bind(&user_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::InvitationRefused);
+        }
+        let user = user_where(&mut tx, "u.id = ?", Some(user_id.as_str()))
+            .await?
+            .pop()
+            .ok_or(StoreError::InvitationRefused)?;
+        audit(
+            &mut tx,
+            acceptance.now,
+            &format!("user:{user_id}"),
+            "invitation.accepted",
+            Some(&user.account_id),
+            None,
+            serde_json::json!({
+                "user_id": user_id,
+                "terms_version": acceptance.terms_version,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn set_user_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let account_id: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(account_id) = account_id else {
+            return Err(StoreError::NotFound {
+                what: "user",
+                id: user_id.to_owned(),
+            });
+        };
+        let before = administrators(&mut tx, &account_id).await?;
+        let (from, to) = if disabled {
+            ("active", "disabled")
+        } else {
+            ("disabled", "active")
+        };
+        let changed = sqlx::query("UPDATE users SET status = ? WHERE id = ? AND status = ?")
+            .bind(to)
+            .bind(user_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        if before > 0 && administrators(&mut tx, &account_id).await? == 0 {
+            return Err(StoreError::LastAdministrator { account_id });
+        }
+        audit(
+            &mut tx,
+            now,
+            actor,
+            if disabled {
+                "user.disabled"
+            } else {
+                "user.enabled"
+            },
+            Some(&account_id),
+            None,
+            serde_json::json!({ "user_id": user_id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn groups(&self, account_id: &str) -> Result<Vec<Group>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.account_id, g.name, g.created_at, \
+             (SELECT COUNT(*) FROM user_groups ug WHERE ug.group_id = g.id) AS members, \
+             (SELECT group_concat(permission, ' ') FROM group_permissions gp \
+              WHERE gp.group_id = g.id) AS permissions \
+             FROM groups g WHERE g.account_id = ? ORDER BY g.name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let groups = rows
+            .iter()
+            .map(|r| -> Result<Group, sqlx::Error> {
+                let names: Option<String> = r.try_get("permissions")?;
+                Ok(Group {
+                    id: r.try_get("id")?,
+                    account_id: r.try_get("account_id")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                    members: r.try_get("members")?,
+                    // The CHECK constraint keeps only valid names in the table.
+                    permissions: names
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(groups)
+    }
+
+    async fn create_group(&self, group: &Group, actor: Actor<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO groups (id, account_id, name, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&group.id)
+        .bind(&group.account_id)
+        .bind(&group.name)
+        .bind(group.created_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted {
+            if e.is_unique_violation() {
+                return Err(StoreError::Conflict(format!(
+                    "the account already has a group named {:?}",
+                    group.name
+                )));
+            }
+            if e.is_foreign_key_violation() {
+                return Err(StoreError::NotFound {
+                    what: "account",
+                    id: group.account_id.clone(),
+                });
+            }
+        }
+        inserted?;
+        insert_permissions(&mut tx, &group.id, &group.permissions).await?;
+        audit(
+            &mut tx,
+            group.created_at,
+            actor,
+            "group.created",
+            Some(&group.account_id),
+            None,
+            serde_json::json!({
+                "group_id": group.id,
+                "name": group.name,
+                "permissions": group.permissions,
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_group_permissions(
+        &self,
+        group_id: &str,
+        permissions: &crate::permissions::PermissionSet,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let account_id: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM groups WHERE id = ?")
+                .bind(group_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(account_id) = account_id else {
+            return Err(StoreError::NotFound {
+                what: "group",
+                id: group_id.to_owned(),
+            });
+        };
+        let before = administrators(&mut tx, &account_id).await?;
+        sqlx::query("DELETE FROM group_permissions WHERE group_id = ?")
+            .bind(group_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_permissions(&mut tx, group_id, permissions).await?;
+        if before > 0 && administrators(&mut tx, &account_id).await? == 0 {
+            return Err(StoreError::LastAdministrator { account_id });
+        }
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "group.permissions_set",
+            Some(&account_id),
+            None,
+            serde_json::json!({ "group_id": group_id, "permissions": permissions }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 const CODE_INFO_SELECT: &str = "SELECT public_id, account_id, label, created_at, created_by, \
@@ -968,6 +1352,112 @@ async fn insert_code(
         )),
         other => other.map(|_| ()).map_err(StoreError::from),
     }
+}
+
+/// Adds the account's Administrators group holding every permission, inside the
+/// transaction that creates the account.
+async fn insert_administrators_group(
+    tx: &mut Transaction<'_, Sqlite>,
+    account_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query("INSERT INTO groups (id, account_id, name, created_at) VALUES (?, ?, ?, ?)")
+        .bind(&id)
+        .bind(account_id)
+        .bind(ADMINISTRATORS_GROUP)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    insert_permissions(tx, &id, &crate::permissions::PermissionSet::all()).await
+}
+
+async fn insert_permissions(
+    tx: &mut Transaction<'_, Sqlite>,
+    group_id: &str,
+    permissions: &crate::permissions::PermissionSet,
+) -> Result<(), sqlx::Error> {
+    for p in permissions.iter() {
+        sqlx::query("INSERT INTO group_permissions (group_id, permission) VALUES (?, ?)")
+            .bind(group_id)
+            .bind(p.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_invitation(
+    tx: &mut Transaction<'_, Sqlite>,
+    invitation: &Invitation,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO invitations (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&invitation.token_hash)
+    .bind(&invitation.user_id)
+    .bind(invitation.created_at)
+    .bind(invitation.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// How many active users of the account hold both `users.manage` and `groups.manage`
+/// through their groups (together, possibly from different groups).
+async fn administrators(
+    tx: &mut Transaction<'_, Sqlite>,
+    account_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users u WHERE u.account_id = ? AND u.status = 'active' AND \
+         (SELECT COUNT(DISTINCT gp.permission) FROM user_groups ug \
+          JOIN group_permissions gp ON gp.group_id = ug.group_id \
+          WHERE ug.user_id = u.id AND gp.permission IN ('users.manage', 'groups.manage')) = 2",
+    )
+    .bind(account_id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Users matching `condition` (with one bound text parameter), with their group names,
+/// ordered by account and email.
+async fn user_where(
+    conn: &mut sqlx::SqliteConnection,
+    condition: &str,
+    param: Option<&str>,
+) -> Result<Vec<User>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT u.id, u.account_id, u.email, u.name, u.status, u.created_at, u.created_by, \
+         u.terms_version, u.terms_accepted_at, u.age_confirmed_at, \
+         (SELECT group_concat(name, char(10)) FROM (SELECT g.name FROM user_groups ug \
+          JOIN groups g ON g.id = ug.group_id WHERE ug.user_id = u.id ORDER BY g.name)) \
+          AS group_names \
+         FROM users u WHERE {condition} ORDER BY u.account_id, lower(u.email)"
+    ))
+    .bind(param)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let groups: Option<String> = r.try_get("group_names")?;
+            Ok(User {
+                id: r.try_get("id")?,
+                account_id: r.try_get("account_id")?,
+                email: r.try_get("email")?,
+                name: r.try_get("name")?,
+                status: UserStatus::parse(r.try_get::<&str, _>("status")?),
+                created_at: r.try_get("created_at")?,
+                created_by: r.try_get("created_by")?,
+                terms_version: r.try_get("terms_version")?,
+                terms_accepted_at: r.try_get("terms_accepted_at")?,
+                age_confirmed_at: r.try_get("age_confirmed_at")?,
+                groups: groups
+                    .map(|g| g.split('\n').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1610,5 +2100,47 @@ mod tests {
             store.update_account("nope", &clear, 1, "t").await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn upgrading_gives_existing_accounts_an_administrators_group_with_every_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        // A database as the previous release left it: migrations up to 0004, one account.
+        let old = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "0005" {
+                std::fs::copy(entry.path(), old.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (id, name, kind, created_at) VALUES ('a1', 'Old', 'partner', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let groups = store.groups("a1").await.unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].name, ADMINISTRATORS_GROUP);
+        assert_eq!(
+            groups[0].permissions,
+            crate::permissions::PermissionSet::all()
+        );
+        assert_eq!(groups[0].id.len(), 36, "UUID-shaped id: {}", groups[0].id);
     }
 }
