@@ -16,6 +16,7 @@ pub mod mdns;
 pub mod passwords;
 pub mod permissions;
 pub mod recorders;
+pub mod scope;
 pub mod secrets;
 pub mod serve;
 pub mod store;
