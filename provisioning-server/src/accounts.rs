@@ -179,19 +179,47 @@ pub async fn create_with_details(
         label: INITIAL_LABEL,
         ..CodeLimits::default()
     };
-    for attempt in 1..=MINT_ATTEMPTS {
-        let (code, row) = mint(key, &initial, actor, account.created_at)?;
-        match store.create_account(&account, &row, actor).await {
-            Ok(()) => {
-                account.code_public_id = Some(code.public_id());
-                return Ok((account, code));
-            }
-            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => continue,
-            Err(StoreError::NotFound { id, .. }) => return Err(AccountError::NoParent(id)),
+    let created_at = account.created_at;
+    let stored = store_fresh_code(key, &initial, actor, created_at, |row| {
+        let account = &account;
+        async move { store.create_account(account, &row, actor).await }
+    })
+    .await;
+    match stored {
+        Ok(code) => {
+            account.code_public_id = Some(code.public_id());
+            Ok((account, code))
+        }
+        Err(AccountError::Store(StoreError::NotFound { id, .. })) => {
+            Err(AccountError::NoParent(id))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Mints a code and stores it with `store_it`, minting again (up to [`MINT_ATTEMPTS`])
+/// while the fresh public id collides with an existing one. Any other failure, or the
+/// last collision, comes back as [`AccountError::Store`].
+async fn store_fresh_code<F, Fut>(
+    key: &CodeKey,
+    limits: &CodeLimits<'_>,
+    actor: Actor<'_>,
+    now: i64,
+    mut store_it: F,
+) -> Result<RegistrationCode, AccountError>
+where
+    F: FnMut(NewCode) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let (code, row) = mint(key, limits, actor, now)?;
+        match store_it(row).await {
+            Ok(()) => return Ok(code),
+            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => attempt += 1,
             Err(e) => return Err(e.into()),
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 /// Replaces all of the account's active codes with one new code; the old ones stop
@@ -206,19 +234,22 @@ pub async fn rotate_code(
         label: ROTATED_LABEL,
         ..CodeLimits::default()
     };
-    for attempt in 1..=MINT_ATTEMPTS {
-        let now = now();
-        let (code, row) = mint(key, &rotated, actor, now)?;
-        match store.rotate_code(account_id, &row, now, actor).await {
-            Ok(()) => return Ok(code),
-            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => continue,
-            Err(StoreError::NotFound { .. }) => {
-                return Err(AccountError::NotFound(account_id.to_string()))
-            }
-            Err(e) => return Err(e.into()),
+    let now = now();
+    let stored = store_fresh_code(key, &rotated, actor, now, |row| async move {
+        store.rotate_code(account_id, &row, now, actor).await
+    })
+    .await;
+    in_account(stored, account_id)
+}
+
+/// Maps a missing account to [`AccountError::NotFound`] naming it.
+fn in_account<T>(result: Result<T, AccountError>, account_id: &str) -> Result<T, AccountError> {
+    match result {
+        Err(AccountError::Store(StoreError::NotFound { .. })) => {
+            Err(AccountError::NotFound(account_id.to_string()))
         }
+        other => other,
     }
-    unreachable!("the last attempt returns")
 }
 
 /// Adds a code to an account, next to its other codes.
@@ -240,18 +271,11 @@ pub async fn create_code(
     if limits.expires_at.is_some_and(|at| at <= now) {
         return Err(AccountError::ExpiryInPast);
     }
-    for attempt in 1..=MINT_ATTEMPTS {
-        let (code, row) = mint(key, limits, actor, now)?;
-        match store.create_code(account_id, &row, actor).await {
-            Ok(()) => return Ok(code),
-            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => continue,
-            Err(StoreError::NotFound { .. }) => {
-                return Err(AccountError::NotFound(account_id.to_string()))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    unreachable!("the last attempt returns")
+    let stored = store_fresh_code(key, limits, actor, now, |row| async move {
+        store.create_code(account_id, &row, actor).await
+    })
+    .await;
+    in_account(stored, account_id)
 }
 
 /// The account's codes, newest first, without the codes themselves.

@@ -117,18 +117,10 @@ fn a_disabled_accounts_recorder_is_answered_but_cannot_renew_until_enabled() {
     let server = Server::start();
     let (account, code) = server.create_account("Store", "customer", None);
     let dir = tempfile::tempdir().unwrap();
-    let (key, csr) = openssl_key_and_csr(dir.path(), "nvr");
-    let (status, body) = curl_post(
-        &server,
-        "/api/v1/enroll",
-        &enroll_body(&code, &csr, "NVR-CURL"),
-        None,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let enrolled: Value = serde_json::from_str(&body).unwrap();
-    let cert = dir.path().join("nvr.pem");
-    std::fs::write(&cert, enrolled["certificate_pem"].as_str().unwrap()).unwrap();
+    let nvr = enroll_with_curl(&server, &code, "NVR-CURL", dir.path());
+    let (cert, key) = (nvr.cert.clone(), nvr.key.clone());
+    // Renewals send the same key's CSR again (openssl wrote it beside the key).
+    let csr = std::fs::read_to_string(dir.path().join("NVR-CURL.csr")).unwrap();
     let heartbeat = |cert: &std::path::Path| {
         let (status, body) = curl_post(
             &server,

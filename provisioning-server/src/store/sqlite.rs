@@ -946,21 +946,9 @@ impl Store for SqliteStore {
         .bind(&user.created_by)
         .execute(&mut *tx)
         .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted {
-            if e.is_unique_violation() {
-                return Err(StoreError::Conflict(format!(
-                    "a user with the email {} already exists",
-                    user.email
-                )));
-            }
-            if e.is_foreign_key_violation() {
-                return Err(StoreError::NotFound {
-                    what: "account",
-                    id: user.account_id.clone(),
-                });
-            }
-        }
-        inserted?;
+        account_row(inserted, &user.account_id, || {
+            format!("a user with the email {} already exists", user.email)
+        })?;
         sqlx::query("INSERT INTO user_groups (user_id, group_id) VALUES (?, ?)")
             .bind(&user.id)
             .bind(group_id)
@@ -1222,21 +1210,9 @@ impl Store for SqliteStore {
         .bind(group.created_at)
         .execute(&mut *tx)
         .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted {
-            if e.is_unique_violation() {
-                return Err(StoreError::Conflict(format!(
-                    "the account already has a group named {:?}",
-                    group.name
-                )));
-            }
-            if e.is_foreign_key_violation() {
-                return Err(StoreError::NotFound {
-                    what: "account",
-                    id: group.account_id.clone(),
-                });
-            }
-        }
-        inserted?;
+        account_row(inserted, &group.account_id, || {
+            format!("the account already has a group named {:?}", group.name)
+        })?;
         insert_permissions(&mut tx, &group.id, &group.permissions).await?;
         audit(
             &mut tx,
@@ -1322,6 +1298,27 @@ fn code_info_from_row(row: &SqliteRow) -> Result<CodeInfo, sqlx::Error> {
             .zip(ciphertext)
             .map(|(nonce, ciphertext)| crate::secrets::SealedCode { nonce, ciphertext }),
     })
+}
+
+/// An INSERT of a row that belongs to an account: a taken unique key is a conflict with
+/// `taken`'s words, a missing account is not found.
+fn account_row<T>(
+    inserted: Result<T, sqlx::Error>,
+    account_id: &str,
+    taken: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(taken()))
+        }
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+            Err(StoreError::NotFound {
+                what: "account",
+                id: account_id.to_string(),
+            })
+        }
+        other => Ok(other?),
+    }
 }
 
 async fn insert_code(
