@@ -53,22 +53,25 @@ impl AppState {
     }
 }
 
-/// Every route the server has. Around them, from the outside in: every error answer in
+/// Every route the server has: the device endpoints here and the admin API (`admin`,
+/// from [`crate::admin::router`]). Around them, from the outside in: every error answer in
 /// the one error shape; the body read in whole (bounded) before anything answers, so no
 /// answer races the client's upload; the enrollment limits that need no parsing.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<AppState>, admin: Router) -> Router {
+    let device = Router::new()
         .route(HEALTH_PATH, get(health))
         .route(ENROLL_PATH, post(enroll))
         .route(ENROLL_PREVIEW_PATH, post(enroll_preview))
         .route(HEARTBEAT_PATH, post(heartbeat))
         .route(RENEW_PATH, post(renew))
         .route(GOODBYE_PATH, post(goodbye))
+        .with_state(state.clone());
+    device
+        .merge(admin)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), enroll_gate))
+        .layer(middleware::from_fn_with_state(state, enroll_gate))
         .layer(middleware::from_fn(read_body))
         .layer(middleware::map_response(error_shape))
-        .with_state(state)
 }
 
 async fn health() -> &'static str {
@@ -212,6 +215,12 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
         }
+    }
+
+    /// The same error with a `Retry-After` header.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     fn rate_limited(secs: u64) -> Self {

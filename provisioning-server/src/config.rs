@@ -89,6 +89,71 @@ pub struct ServerConfig {
     /// otherwise `.eml` files under `DATA/outbox/`.
     #[serde(default)]
     pub mail: MailSection,
+    /// The admin API: sessions, login limits, and what accepting an invitation asks.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// The admin API's sessions, login limits and acceptance terms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// A session that makes no request for this long ends (idle timeout).
+    #[serde(default = "default_session_idle_minutes")]
+    pub session_idle_minutes: u32,
+    /// A session ends this long after its login, however busy (absolute timeout).
+    #[serde(default = "default_session_absolute_hours")]
+    pub session_absolute_hours: u32,
+    /// Failed logins for one email before it is refused (429) for the rest of the window.
+    #[serde(default = "default_login_failures_per_email")]
+    pub login_failures_per_email: u32,
+    /// The window for `login_failures_per_email`, in minutes.
+    #[serde(default = "default_login_failure_window_minutes")]
+    pub login_failure_window_minutes: u32,
+    /// Failed logins from one source address (an IPv6 /64 counts as one) per hour.
+    #[serde(default = "default_login_failures_per_address_per_hour")]
+    pub login_failures_per_address_per_hour: u32,
+    /// The version of the terms of use a user accepts with their invitation; recorded
+    /// with the time. Change it when the terms change.
+    #[serde(default = "default_terms_version")]
+    pub terms_version: String,
+    /// Where the terms of use can be read; shown with the acceptance.
+    #[serde(default = "default_terms_url")]
+    pub terms_url: String,
+    /// The age a user confirms they have reached when accepting.
+    #[serde(default = "default_minimum_age")]
+    pub minimum_age: u32,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty section gives the defaults")
+    }
+}
+
+fn default_session_idle_minutes() -> u32 {
+    30
+}
+fn default_session_absolute_hours() -> u32 {
+    12
+}
+fn default_login_failures_per_email() -> u32 {
+    10
+}
+fn default_login_failure_window_minutes() -> u32 {
+    15
+}
+fn default_login_failures_per_address_per_hour() -> u32 {
+    100
+}
+fn default_terms_version() -> String {
+    "1".to_owned()
+}
+fn default_terms_url() -> String {
+    "https://contera.invalid/terms".to_owned()
+}
+fn default_minimum_age() -> u32 {
+    18
 }
 
 /// Outgoing mail (invitations, password resets).
@@ -475,6 +540,32 @@ impl ServerConfig {
         }
         if self.max_connections_per_address == 0 {
             problems.push("max_connections_per_address = 0: use at least 1".into());
+        }
+        let admin = &self.admin;
+        for (key, value) in [
+            ("admin.session_idle_minutes", admin.session_idle_minutes),
+            ("admin.session_absolute_hours", admin.session_absolute_hours),
+            (
+                "admin.login_failures_per_email",
+                admin.login_failures_per_email,
+            ),
+            (
+                "admin.login_failure_window_minutes",
+                admin.login_failure_window_minutes,
+            ),
+            (
+                "admin.login_failures_per_address_per_hour",
+                admin.login_failures_per_address_per_hour,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} = 0: use at least 1"));
+            }
+        }
+        if admin.terms_version.trim().is_empty() {
+            problems.push(
+                "admin.terms_version is empty: give the version of the terms, e.g. \"1\"".into(),
+            );
         }
         for (key, value) in [
             (

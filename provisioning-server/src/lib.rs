@@ -2,7 +2,9 @@
 //! from its own device CA, and tracks which recorders are online.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod client_auth;

@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 
 /// One thing a user may do inside their account's subtree. The dotted names are the stable
 /// form: they are stored in the database, shown by the CLI and sent over the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Permission {
     #[serde(rename = "accounts.view")]
     AccountsView,
@@ -107,7 +119,7 @@ impl FromStr for Permission {
 }
 
 /// A set of permissions, ordered so listings and serialized forms are stable.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct PermissionSet(BTreeSet<Permission>);
 

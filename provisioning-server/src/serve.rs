@@ -148,7 +148,21 @@ pub async fn launch(
             config.enroll_attempts_total_per_minute,
         ),
     ));
-    let router = api::router(state.clone());
+    let mailer = crate::mail::Mailer::from_config(&config.mail, config.data_dir.join("outbox"))
+        .context("setting up outgoing mail")?;
+    let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
+        store: store.clone(),
+        config: config.admin.clone(),
+        mailer,
+        base_url: config
+            .mail
+            .public_base_url(local)
+            .trim_end_matches('/')
+            .to_owned(),
+        login_limits: crate::auth::LoginLimits::new(&config.admin),
+        data_dir: config.data_dir.clone(),
+    }));
+    let router = api::router(state.clone(), admin);
 
     let flusher = tokio::spawn(flush_presence(
         state.clone(),

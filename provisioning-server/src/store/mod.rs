@@ -45,7 +45,17 @@ pub enum StoreError {
 
 /// What an account is for: partners hold sub-partners and customers; customers hold
 /// recorders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountKind {
     Partner,
@@ -69,7 +79,7 @@ impl AccountKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Account {
     pub id: String,
     pub name: String,
@@ -159,7 +169,7 @@ pub struct CodeInfo {
     pub sealed: Option<crate::secrets::SealedCode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Recorder {
     pub id: String,
     pub account_id: String,
@@ -238,7 +248,7 @@ pub struct Presence {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,
@@ -247,6 +257,8 @@ pub struct AuditEntry {
     pub account_id: Option<String>,
     pub recorder_id: Option<String>,
     pub detail: String,
+    /// The address the action came from; None for the CLI and the server itself.
+    pub source: Option<String>,
 }
 
 /// A certificate just issued, to record against its recorder.
@@ -269,7 +281,7 @@ pub const ADMINISTRATORS_GROUP: &str = "Administrators";
 
 /// Where a user is in their life cycle: invited (no password yet), active, or disabled
 /// (cannot log in; kept for the audit trail and to be enabled again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Invited,
@@ -297,7 +309,7 @@ impl UserStatus {
 
 /// A person who can (once active) log in to their account. The password hash is not part
 /// of it, so a `User` can be listed and serialized without leaking it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: String,
     pub account_id: String,
@@ -314,7 +326,7 @@ pub struct User {
 }
 
 /// A named set of permissions inside one account.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Group {
     pub id: String,
     pub account_id: String,
@@ -345,8 +357,73 @@ pub struct Acceptance<'a> {
     pub now: i64,
 }
 
-/// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`, `server`.
+/// Who did something, for the audit log: `cli`, `code:K7QD`, `recorder:<id>`, `server`,
+/// `user:<id>`; optionally followed by `@` and the source address (see [`actor_from`]),
+/// which the store keeps in the audit row's own `source` column.
 pub type Actor<'a> = &'a str;
+
+/// The actor for `who` acting from `source`: `user:<id>@192.0.2.7`. Every store write
+/// takes one actor string, so the address travels with it without another parameter on
+/// every method; [`split_actor`] takes it apart again when the audit row is written.
+pub fn actor_from(who: &str, source: std::net::IpAddr) -> String {
+    format!("{who}@{source}")
+}
+
+/// Splits an actor into who and the source address, if it carries one.
+pub fn split_actor(actor: &str) -> (&str, Option<&str>) {
+    match actor.rsplit_once('@') {
+        Some((who, source)) if source.parse::<std::net::IpAddr>().is_ok() => (who, Some(source)),
+        _ => (actor, None),
+    }
+}
+
+/// A browser session as stored: only the cookie's SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token_hash: Vec<u8>,
+    pub user_id: String,
+    pub created_at: i64,
+    /// The last request made with it (written at most once a minute).
+    pub last_seen_at: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    pub source: Option<String>,
+}
+
+/// A bearer token for scripts. Only its SHA-256 is kept; the token is shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ApiToken {
+    pub id: String,
+    #[serde(skip)]
+    pub token_hash: Vec<u8>,
+    pub user_id: String,
+    pub name: String,
+    /// What the token may do: a subset of its user's permissions when it was made, and at
+    /// each use no more than the user still holds.
+    pub permissions: crate::permissions::PermissionSet,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A "forgot password" link as stored; the same rules as [`Invitation`].
+pub type PasswordReset = Invitation;
+
+/// What the admin API's lists of recorders and audit entries filter by. The subtree is
+/// given as the account ids in it, computed by the caller from the account tree.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only entries about these accounts (None: all).
+    pub accounts: Option<Vec<String>>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Only entries with an id below this one (the cursor of the previous page).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
 
 /// An audit entry the server writes on its own account (not as part of a change it
 /// records), e.g. failed enrollments per code counted over a period and written as one
@@ -531,4 +608,55 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError>;
+
+    // Sessions, API tokens and password resets (migration 0006).
+
+    /// The user with this email (case-insensitively) and their password hash, for login.
+    async fn login_record(&self, email: &str)
+        -> Result<Option<(User, Option<String>)>, StoreError>;
+    /// Stores a new session; audits `session.login`.
+    async fn create_session(&self, session: &Session, actor: Actor<'_>) -> Result<(), StoreError>;
+    async fn session(&self, token_hash: &[u8]) -> Result<Option<Session>, StoreError>;
+    /// Moves the session's `last_seen_at` forward (idle timeout).
+    async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError>;
+    /// Deletes the session; audits `session.logout` when it existed.
+    async fn end_session(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Stores a new API token; audits `token.created` (without the token).
+    async fn create_api_token(&self, token: &ApiToken, actor: Actor<'_>) -> Result<(), StoreError>;
+    async fn api_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>, StoreError>;
+    async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+    /// The user's tokens, newest first, revoked ones included.
+    async fn api_tokens(&self, user_id: &str) -> Result<Vec<ApiToken>, StoreError>;
+    /// Revokes a token; false when it already was. Audits `token.revoked`.
+    async fn revoke_api_token(
+        &self,
+        id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError>;
+    /// Replaces the user's open reset links with this one; audits `password.reset_requested`.
+    async fn create_password_reset(
+        &self,
+        reset: &PasswordReset,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
+    async fn password_reset(&self, token_hash: &[u8]) -> Result<Option<PasswordReset>, StoreError>;
+    /// Uses the reset link (refused with `InvitationRefused` unless unused, not replaced,
+    /// not expired and its user active), sets the password, and ends every session and
+    /// token of the user, in one transaction; audits `password.reset`.
+    async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+        now: i64,
+        actor_source: Option<&str>,
+    ) -> Result<User, StoreError>;
+    /// Audit entries matching the filter, newest first.
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -13,6 +13,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::*;
 
+mod auth;
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -108,8 +110,10 @@ async fn audit(
     recorder_id: Option<&str>,
     detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
+    let (actor, source) = split_actor(actor);
     sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, account_id, recorder_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (at, actor, action, account_id, recorder_id, detail, source) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(at)
     .bind(actor)
@@ -117,9 +121,23 @@ async fn audit(
     .bind(account_id)
     .bind(recorder_id)
     .bind(detail.to_string())
+    .bind(source)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+fn audit_entry_from_row(row: &SqliteRow) -> Result<AuditEntry, sqlx::Error> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        account_id: row.try_get("account_id")?,
+        recorder_id: row.try_get("recorder_id")?,
+        detail: row.try_get("detail")?,
+        source: row.try_get("source")?,
+    })
 }
 
 async fn recorder_by(
@@ -653,23 +671,14 @@ impl Store for SqliteStore {
 
     async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, account_id, recorder_id, detail FROM audit_log ORDER BY id DESC LIMIT ?",
+            "SELECT id, at, actor, action, account_id, recorder_id, detail, source FROM audit_log \
+             ORDER BY id DESC LIMIT ?",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    id: row.try_get("id")?,
-                    at: row.try_get("at")?,
-                    actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
-                    account_id: row.try_get("account_id")?,
-                    recorder_id: row.try_get("recorder_id")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
+            .map(audit_entry_from_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
@@ -1148,6 +1157,9 @@ impl Store for SqliteStore {
         if before > 0 && administrators(&mut tx, &account_id).await? == 0 {
             return Err(StoreError::LastAdministrator { account_id });
         }
+        if disabled {
+            auth::end_all_credentials(&mut tx, user_id, now).await?;
+        }
         audit(
             &mut tx,
             now,
@@ -1273,6 +1285,88 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    // Sessions, API tokens and password resets: see auth.rs.
+    async fn login_record(
+        &self,
+        email: &str,
+    ) -> Result<Option<(User, Option<String>)>, StoreError> {
+        auth::login_record(&self.pool, email).await
+    }
+    async fn create_session(&self, session: &Session, actor: Actor<'_>) -> Result<(), StoreError> {
+        auth::create_session(&self.pool, session, actor).await
+    }
+    async fn session(&self, token_hash: &[u8]) -> Result<Option<Session>, StoreError> {
+        auth::session(&self.pool, token_hash).await
+    }
+    async fn touch_session(&self, token_hash: &[u8], now: i64) -> Result<(), StoreError> {
+        auth::touch_session(&self.pool, token_hash, now).await
+    }
+    async fn end_session(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        auth::end_session(&self.pool, token_hash, now, actor).await
+    }
+    async fn create_api_token(&self, token: &ApiToken, actor: Actor<'_>) -> Result<(), StoreError> {
+        auth::create_api_token(&self.pool, token, actor).await
+    }
+    async fn api_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>, StoreError> {
+        Ok(
+            auth::api_token_where(&self.pool, "token_hash = ?", token_hash)
+                .await?
+                .pop(),
+        )
+    }
+    async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
+        Ok(auth::api_token_where(&self.pool, "id = ?", id.as_bytes())
+            .await?
+            .pop())
+    }
+    async fn api_tokens(&self, user_id: &str) -> Result<Vec<ApiToken>, StoreError> {
+        auth::api_token_where(&self.pool, "user_id = ?", user_id.as_bytes()).await
+    }
+    async fn revoke_api_token(
+        &self,
+        id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        auth::revoke_api_token(&self.pool, id, now, actor).await
+    }
+    async fn touch_api_token(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        auth::touch_api_token(&self.pool, id, now).await
+    }
+    async fn create_password_reset(
+        &self,
+        reset: &PasswordReset,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        auth::create_password_reset(&self.pool, reset, actor).await
+    }
+    async fn password_reset(&self, token_hash: &[u8]) -> Result<Option<PasswordReset>, StoreError> {
+        auth::password_reset(&self.pool, token_hash).await
+    }
+    async fn reset_password(
+        &self,
+        token_hash: &[u8],
+        password_hash: &str,
+        now: i64,
+        actor_source: Option<&str>,
+    ) -> Result<User, StoreError> {
+        auth::reset_password(&self.pool, token_hash, password_hash, now, actor_source).await
+    }
+    async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        auth::audit_entries(&self.pool, filter).await
+    }
+
+    // ---- admin: accounts and codes ----
+
+    // ---- admin: users and groups ----
+
+    // ---- admin: recorders ----
 }
 
 const CODE_INFO_SELECT: &str = "SELECT public_id, account_id, label, created_at, created_by, \
