@@ -3,6 +3,7 @@
 //! readiness signals (the server's listening line, the agent's `READY=1` over a
 //! `NOTIFY_SOCKET`), and kills every child on drop.
 
+pub mod admin;
 pub mod tls_client;
 
 use std::io::{BufRead, BufReader};

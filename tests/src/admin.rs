@@ -1,0 +1,233 @@
+//! A client for the admin API, driving `curl` (an independent HTTP client) with a cookie
+//! jar: what a script or a browser does, over loopback against the real server.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::Server;
+
+/// One admin API user agent: its own cookie jar, the CSRF token of its session, or a
+/// bearer token.
+pub struct AdminClient {
+    base: String,
+    ca: PathBuf,
+    jar: tempfile::TempDir,
+    /// Sent as `X-CSRF-Token` on every request once logged in (tests may clear it).
+    pub csrf: Option<String>,
+    /// Sent as `Authorization: Bearer …` when set (instead of the cookie).
+    pub bearer: Option<String>,
+    /// Extra headers for every request, e.g. to test a refusal.
+    pub headers: Vec<String>,
+}
+
+/// An answer: status, headers (lowercase names) and the body parsed as JSON (Null when
+/// empty or not JSON; the raw text is kept too).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The error code of an error answer (`{"error": {"code"}}`).
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Panics with the whole answer unless the status is `status`.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Answer {
+        assert_eq!(
+            self.status, status,
+            "unexpected answer: {} {}",
+            self.status, self.text
+        );
+        self
+    }
+}
+
+impl AdminClient {
+    pub fn new(server: &Server) -> AdminClient {
+        AdminClient {
+            base: server.url(),
+            ca: server.ca_file(),
+            jar: tempfile::tempdir().expect("cookie jar dir"),
+            csrf: None,
+            bearer: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A client with the same server and no session.
+    pub fn fresh(&self) -> AdminClient {
+        AdminClient {
+            base: self.base.clone(),
+            ca: self.ca.clone(),
+            jar: tempfile::tempdir().expect("cookie jar dir"),
+            csrf: None,
+            bearer: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A client that authenticates with the bearer token only.
+    pub fn with_token(&self, token: &str) -> AdminClient {
+        let mut c = self.fresh();
+        c.bearer = Some(token.to_owned());
+        c
+    }
+
+    fn jar_file(&self) -> PathBuf {
+        self.jar.path().join("cookies")
+    }
+
+    /// The raw session cookie value, if the jar holds one.
+    pub fn session_cookie(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.jar_file()).ok()?;
+        text.lines()
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .find(|f| f.len() == 7 && f[5] == "__Host-contera_session" && !f[6].is_empty())
+            .map(|f| f[6].to_owned())
+    }
+
+    /// Any request: `path` is below `/api/v1/admin` unless it starts with `/api/`.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
+        let url = if path.starts_with("/api/") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/v1/admin{path}", self.base)
+        };
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let head_file = scratch.path().join("head");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "-w", "\n%{http_code}", "--cacert"])
+            .arg(&self.ca)
+            .arg("-D")
+            .arg(&head_file)
+            .arg("-b")
+            .arg(self.jar_file())
+            .arg("-c")
+            .arg(self.jar_file());
+        if let Some(csrf) = &self.csrf {
+            cmd.arg("-H").arg(format!("x-csrf-token: {csrf}"));
+        }
+        if let Some(token) = &self.bearer {
+            cmd.arg("-H").arg(format!("authorization: Bearer {token}"));
+        }
+        for h in &self.headers {
+            cmd.arg("-H").arg(h);
+        }
+        if let Some(body) = body {
+            let file = scratch.path().join("body");
+            std::fs::write(&file, body.to_string()).expect("write body");
+            cmd.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.display()));
+        }
+        let out = cmd.arg(&url).output().expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl {method} {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (text, status) = all.rsplit_once('\n').expect("status line");
+        let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+        let headers = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Answer {
+            status: status.trim().parse().expect("HTTP status"),
+            headers,
+            body: serde_json::from_str(text).unwrap_or(Value::Null),
+            text: text.to_owned(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, Some(body))
+    }
+    pub fn patch(&self, path: &str, body: &Value) -> Answer {
+        self.request("PATCH", path, Some(body))
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Answer {
+        self.request("PUT", path, Some(body))
+    }
+    pub fn delete(&self, path: &str) -> Answer {
+        self.request("DELETE", path, None)
+    }
+
+    /// Logs in; keeps the cookie and the CSRF token. Returns the answer whatever it is.
+    pub fn login(&mut self, email: &str, password: &str) -> Answer {
+        let answer = self.post(
+            "/session/login",
+            &serde_json::json!({ "email": email, "password": password }),
+        );
+        if answer.status == 200 {
+            self.csrf = answer.body["csrf_token"].as_str().map(str::to_owned);
+        }
+        answer
+    }
+
+    /// Accepts an invitation with the current terms and logs in (keeps the session).
+    pub fn accept(&mut self, token: &str, password: &str) -> Answer {
+        let answer = self.post(
+            "/invitations/accept",
+            &serde_json::json!({
+                "token": token, "password": password,
+                "age_confirmed": true, "terms_version": "1",
+            }),
+        );
+        if answer.status == 200 {
+            self.csrf = answer.body["csrf_token"].as_str().map(str::to_owned);
+        }
+        answer
+    }
+}
+
+/// A password that passes the policy.
+pub const GOOD_PASSWORD: &str = "correct horse battery staple 42";
+
+/// The operator's way in: creates a partner account with the CLI, invites its first
+/// administrator with the CLI, accepts through the API and returns the logged-in client
+/// with (account id, user id).
+pub fn first_administrator(
+    server: &Server,
+    account_name: &str,
+    email: &str,
+) -> (AdminClient, String, String) {
+    let (account, _code) = server.create_account(account_name, "partner", None);
+    let invited = server.admin_json(&[
+        "users",
+        "invite",
+        "--account",
+        &account,
+        "--email",
+        email,
+        "--name",
+        "First Admin",
+    ]);
+    let token = invited["token"]
+        .as_str()
+        .expect("token in invite --json")
+        .to_owned();
+    let mut client = AdminClient::new(server);
+    let accepted = client.accept(&token, GOOD_PASSWORD).expect(200);
+    let user_id = accepted.body["user"]["id"].as_str().unwrap().to_owned();
+    (client, account, user_id)
+}

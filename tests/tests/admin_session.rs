@@ -1,0 +1,42 @@
+//! The admin API's sessions over loopback: accepting an invitation logs in, the session
+//! answers who is calling, and changes need the CSRF token.
+
+use contera_e2e::admin::{first_administrator, GOOD_PASSWORD};
+use contera_e2e::Server;
+use serde_json::json;
+
+#[test]
+fn an_accepted_invitation_logs_in_and_changes_need_the_csrf_token() {
+    let server = Server::start();
+    let (mut client, account, user) = first_administrator(&server, "Acme", "boss@acme.test");
+    let me = client.get("/session").expect(200);
+    assert_eq!(me.body["user"]["id"], json!(user));
+    assert_eq!(me.body["account"]["id"], json!(account));
+    assert_eq!(me.body["permissions"].as_array().unwrap().len(), 10);
+
+    let csrf = client.csrf.take();
+    let refused = client
+        .post(
+            "/tokens",
+            &json!({"name": "n", "permissions": ["accounts.view"]}),
+        )
+        .expect(403);
+    assert!(refused.text.contains("X-CSRF-Token"), "{}", refused.text);
+    client.csrf = csrf;
+    let made = client
+        .post(
+            "/tokens",
+            &json!({"name": "n", "permissions": ["accounts.view"]}),
+        )
+        .expect(201);
+    let secret = made.body["secret"].as_str().unwrap();
+    let scripted = client.with_token(secret);
+    let me = scripted.get("/session").expect(200);
+    assert_eq!(me.body["permissions"], json!(["accounts.view"]));
+
+    client.post("/session/logout", &json!({})).expect(204);
+    client.get("/session").expect(401);
+    let mut again = client.fresh();
+    again.login("BOSS@acme.test", GOOD_PASSWORD).expect(200);
+    again.get("/session").expect(200);
+}
