@@ -475,6 +475,37 @@ pub async fn reset_password(
         })
 }
 
+/// Changes a logged-in user's password after checking the current one. Every session and
+/// token of the user ends (a stolen session must not survive a password change); the
+/// caller starts a fresh session for the person who changed it.
+pub async fn change_password(
+    store: &Arc<dyn Store>,
+    user: &User,
+    current: &str,
+    new: &str,
+    actor: &str,
+) -> Result<(), AuthError> {
+    let stored = store.password_hash(&user.id).await?;
+    let current = current.to_owned();
+    let ok = tokio::task::spawn_blocking(move || {
+        passwords::verify_or_dummy(&current, stored.as_deref())
+    })
+    .await
+    .unwrap_or(false);
+    if !ok {
+        return Err(AuthError::InvalidCredentials);
+    }
+    passwords::check_policy(new, &user.email, &user.name)?;
+    let new = new.to_owned();
+    let hash = tokio::task::spawn_blocking(move || passwords::hash(&new))
+        .await
+        .map_err(|_| AuthError::Random)??;
+    if !store.change_password(&user.id, &hash, now(), actor).await? {
+        return Err(AuthError::Unauthenticated);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,3 +40,47 @@ fn an_accepted_invitation_logs_in_and_changes_need_the_csrf_token() {
     again.login("BOSS@acme.test", GOOD_PASSWORD).expect(200);
     again.get("/session").expect(200);
 }
+
+#[test]
+fn changing_the_password_ends_every_other_session_and_token_and_renews_this_one() {
+    let server = Server::start();
+    let (client, _, _) = first_administrator(&server, "Acme", "boss@acme.test");
+    let mut other = client.fresh();
+    other.login("boss@acme.test", GOOD_PASSWORD).expect(200);
+    let token = client
+        .post(
+            "/tokens",
+            &json!({"name": "t", "permissions": ["audit.view"]}),
+        )
+        .expect(201)
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scripted = client.with_token(&token);
+    scripted.get("/session").expect(200);
+
+    let wrong = client.post(
+        "/session/password",
+        &json!({"current_password": "not it at all, sorry", "new_password": "another fine passphrase 7"}),
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.text);
+    other.get("/session").expect(200);
+
+    let mut client = client;
+    let changed = client
+        .post(
+            "/session/password",
+            &json!({"current_password": GOOD_PASSWORD, "new_password": "another fine passphrase 7"}),
+        )
+        .expect(200);
+    client.csrf = changed.body["csrf_token"].as_str().map(str::to_owned);
+    client.get("/session").expect(200);
+    other.get("/session").expect(401);
+    scripted.get("/session").expect(401);
+    let mut again = client.fresh();
+    again.login("boss@acme.test", GOOD_PASSWORD).expect(401);
+    again
+        .login("boss@acme.test", "another fine passphrase 7")
+        .expect(200);
+}

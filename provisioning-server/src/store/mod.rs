@@ -657,6 +657,17 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor_source: Option<&str>,
     ) -> Result<User, StoreError>;
+    /// Sets an active user's password and ends every session and token they hold, in one
+    /// transaction; audits `password.changed`. False when the user is not active.
+    async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError>;
+    /// The stored password hash of a user, if they have one.
+    async fn password_hash(&self, user_id: &str) -> Result<Option<String>, StoreError>;
     /// Audit entries matching the filter, newest first.
     async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 }

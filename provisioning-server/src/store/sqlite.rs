@@ -1358,6 +1358,24 @@ impl Store for SqliteStore {
     ) -> Result<User, StoreError> {
         auth::reset_password(&self.pool, token_hash, password_hash, now, actor_source).await
     }
+    async fn change_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<bool, StoreError> {
+        auth::change_password(&self.pool, user_id, password_hash, now, actor).await
+    }
+    async fn password_hash(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
     async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         auth::audit_entries(&self.pool, filter).await
     }

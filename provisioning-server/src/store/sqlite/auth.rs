@@ -395,6 +395,39 @@ pub(super) async fn reset_password(
     Ok(user)
 }
 
+pub(super) async fn change_password(
+    pool: &SqlitePool,
+    user_id: &str,
+    password_hash: &str,
+    now: i64,
+    actor: Actor<'_>,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    let account_id: Option<String> = sqlx::query_scalar(
+        "UPDATE users SET password_hash = ? WHERE id = ? AND status = 'active' RETURNING account_id",
+    )
+    .bind(password_hash)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(account_id) = account_id else {
+        return Ok(false);
+    };
+    end_all_credentials(&mut tx, user_id, now).await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "password.changed",
+        Some(&account_id),
+        None,
+        serde_json::json!({ "user_id": user_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 pub(super) async fn audit_entries(
     pool: &SqlitePool,
     f: &AuditFilter,
