@@ -82,9 +82,9 @@ pub struct RecorderView {
 impl RecorderView {
     fn new(r: Recorder, account_name: &str, now: i64) -> RecorderView {
         let online = r.online(now);
-        let status = r.status.map(|text| {
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
-        });
+        let status = r
+            .status
+            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
         let flagged_replacement_of = r
             .replaces
             .clone()
@@ -411,11 +411,13 @@ async fn revoke(
         .revoke_recorder(&recorder.id, now(), &caller.actor())
         .await?
     {
-        return Err(conflict(
-            "this recorder is revoked already; nothing to do",
-        ));
+        return Err(conflict("this recorder is revoked already; nothing to do"));
     }
-    let revoked = state.store.recorder(&recorder.id).await?.ok_or_else(not_found)?;
+    let revoked = state
+        .store
+        .recorder(&recorder.id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(Json(view(&caller, revoked)))
 }
 
@@ -508,7 +510,11 @@ mod tests {
             ("/api/v1/admin/recorders/{id}", "get", "get_recorder"),
             ("/api/v1/admin/recorders/{id}", "patch", "rename_recorder"),
             ("/api/v1/admin/recorders/{id}/move", "post", "move_recorder"),
-            ("/api/v1/admin/recorders/{id}/revoke", "post", "revoke_recorder"),
+            (
+                "/api/v1/admin/recorders/{id}/revoke",
+                "post",
+                "revoke_recorder",
+            ),
             (
                 "/api/v1/admin/recorders/{id}/confirm-replacement",
                 "post",

@@ -351,7 +351,13 @@ mod tests {
         let (_dir, store) = store().await;
         account(&store, "a", None).await;
         account(&store, "b", None).await;
-        for (id, acc) in [("r1", "a"), ("r2", "b"), ("r3", "a"), ("r4", "a"), ("r5", "b")] {
+        for (id, acc) in [
+            ("r1", "a"),
+            ("r2", "b"),
+            ("r3", "a"),
+            ("r4", "a"),
+            ("r5", "b"),
+        ] {
             enroll(&store, id, acc, &format!("SER-{id}")).await;
         }
         store
@@ -424,7 +430,10 @@ mod tests {
             .rename_recorder("r1", Some("Gate"), 30, "user:u1")
             .await
             .unwrap();
-        let cleared = store.rename_recorder("r1", None, 40, "user:u1").await.unwrap();
+        let cleared = store
+            .rename_recorder("r1", None, 40, "user:u1")
+            .await
+            .unwrap();
         assert_eq!(cleared.name, None);
         let renames: Vec<_> = history(&store, "r1")
             .await
@@ -439,7 +448,9 @@ mod tests {
                 serde_json::json!({"from": null, "to": "Gate"}),
             ]
         );
-        let unknown = store.rename_recorder("nope", Some("x"), 50, "user:u1").await;
+        let unknown = store
+            .rename_recorder("nope", Some("x"), 50, "user:u1")
+            .await;
         assert!(matches!(unknown, Err(StoreError::NotFound { .. })));
     }
 
@@ -473,7 +484,10 @@ mod tests {
         let nowhere = store.move_recorder("r1", "b", "zz", 30, "user:u1").await;
         assert!(matches!(nowhere, Err(StoreError::NotFound { .. })));
 
-        store.set_account_disabled("p", true, 30, "test").await.unwrap();
+        store
+            .set_account_disabled("p", true, 30, "test")
+            .await
+            .unwrap();
         let disabled = store.move_recorder("r1", "b", "c", 40, "user:u1").await;
         match disabled {
             Err(StoreError::Conflict(m)) => assert!(m.contains("above"), "{m}"),
@@ -482,10 +496,16 @@ mod tests {
         assert_eq!(store.recorder("r1").await.unwrap().unwrap().account_id, "b");
         assert_eq!(history(&store, "r1").await[0].0, "recorder.moved");
 
-        store.set_account_disabled("p", false, 50, "test").await.unwrap();
+        store
+            .set_account_disabled("p", false, 50, "test")
+            .await
+            .unwrap();
         store.revoke_recorder("r1", 60, "test").await.unwrap();
         let revoked = store.move_recorder("r1", "b", "c", 70, "user:u1").await;
-        assert!(matches!(revoked, Err(StoreError::Conflict(_))), "{revoked:?}");
+        assert!(
+            matches!(revoked, Err(StoreError::Conflict(_))),
+            "{revoked:?}"
+        );
     }
 
     #[tokio::test]
@@ -515,7 +535,10 @@ mod tests {
                 serde_json::json!({"serial": "S1", "replaced_by": "new"})
             )
         );
-        assert_eq!(history(&store, "new").await[0].0, "recorder.replacement_confirmed");
+        assert_eq!(
+            history(&store, "new").await[0].0,
+            "recorder.replacement_confirmed"
+        );
         let again = store.confirm_replacement("new", "old", 30, "user:u1").await;
         assert!(matches!(again, Err(StoreError::Conflict(_))));
     }
