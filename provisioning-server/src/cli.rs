@@ -578,6 +578,7 @@ fn recorder_json(r: &Recorder, now: i64, account_disabled: bool) -> serde_json::
         "account_disabled": account_disabled,
         "id": r.id,
         "account_id": r.account_id,
+        "name": r.name,
         "serial": r.serial,
         "model": r.model,
         "mac": r.mac,

@@ -231,3 +231,24 @@ pub fn first_administrator(
     let user_id = accepted.body["user"]["id"].as_str().unwrap().to_owned();
     (client, account, user_id)
 }
+
+/// An administrator of an existing account (a customer under a partner, say): invited with
+/// the CLI into the account's Administrators group, accepted through the API. Returns the
+/// logged-in client and the user id.
+pub fn administrator_of(server: &Server, account: &str, email: &str) -> (AdminClient, String) {
+    let invited = server.admin_json(&[
+        "users",
+        "invite",
+        "--account",
+        account,
+        "--email",
+        email,
+        "--name",
+        "Account Admin",
+    ]);
+    let token = invited["token"].as_str().expect("token in invite --json");
+    let mut client = AdminClient::new(server);
+    let accepted = client.accept(token, GOOD_PASSWORD).expect(200);
+    let user_id = accepted.body["user"]["id"].as_str().unwrap().to_owned();
+    (client, user_id)
+}

@@ -92,6 +92,7 @@ async fn list(
             until: q.until,
             before_id,
             limit: limit as i64 + 1,
+            recorder_id: None,
         })
         .await?;
     let next_cursor = if items.len() > limit {

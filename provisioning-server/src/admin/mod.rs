@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod caller;
 pub mod page;
+pub mod recorders;
 pub mod session;
 pub mod tokens;
 
@@ -101,7 +102,8 @@ fn routes() -> OpenApiRouter<Shared> {
     let admin = OpenApiRouter::new()
         .merge(session::routes())
         .merge(tokens::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(recorders::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, admin)
 }
 

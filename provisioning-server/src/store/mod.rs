@@ -191,12 +191,35 @@ pub struct Recorder {
     /// `shutdown` when the agent said goodbye; None while online or after heartbeats
     /// simply stopped.
     pub offline_reason: Option<String>,
+    /// What people call it, set in the admin API (migration 0007); None: no name.
+    pub name: Option<String>,
+    /// When an admin confirmed that it replaces the recorder in `replaces` (which that
+    /// revoked); None while the flag is unconfirmed or there is none.
+    pub replacement_confirmed_at: Option<i64>,
 }
 
 impl Recorder {
     pub fn online(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.online_until.is_some_and(|until| until > now)
     }
+}
+
+/// What [`Store::recorder_page`] lists: the recorders of some accounts (a subtree the
+/// caller computed from the account tree), filtered, in id order, one page at a time.
+#[derive(Debug, Clone, Default)]
+pub struct RecorderQuery {
+    pub accounts: Vec<String>,
+    /// Only recorders online (true) or not (false) at `now`, as [`Recorder::online`].
+    pub online: Option<bool>,
+    /// Only revoked recorders (true) or only those not revoked (false).
+    pub revoked: Option<bool>,
+    /// Only recorders whose name, serial, model or MAC contains this, ignoring the case of
+    /// ASCII letters.
+    pub text: Option<String>,
+    pub now: i64,
+    /// Only recorders with an id after this one (the last id of the previous page).
+    pub after_id: Option<String>,
+    pub limit: i64,
 }
 
 /// An enrollment to record, with the certificate already issued for it, so that the
@@ -423,6 +446,8 @@ pub struct AuditFilter {
     /// Only entries with an id below this one (the cursor of the previous page).
     pub before_id: Option<i64>,
     pub limit: i64,
+    /// Only entries about this recorder.
+    pub recorder_id: Option<String>,
 }
 
 /// An audit entry the server writes on its own account (not as part of a change it
@@ -670,4 +695,46 @@ pub trait Store: Send + Sync + 'static {
     async fn password_hash(&self, user_id: &str) -> Result<Option<String>, StoreError>;
     /// Audit entries matching the filter, newest first.
     async fn audit_entries(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // Admin: recorders (migration 0007). Every write is one transaction with its audit
+    // row(s), and refuses with `NotFound` an unknown recorder and with `Conflict`, saying
+    // why and what to do, a change that does not apply.
+
+    /// One page of recorders matching the query, in id order.
+    async fn recorder_page(&self, query: &RecorderQuery) -> Result<Vec<Recorder>, StoreError>;
+    /// Sets (Some) or clears (None) the recorder's name; audits `recorder.renamed` with the
+    /// old and new names. Writes nothing when the name stays the same. Returns the recorder
+    /// as stored now.
+    async fn rename_recorder(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError>;
+    /// Moves a recorder from `from_account`, where the caller found it, to `to_account`;
+    /// audits `recorder.moved` with both (as an enrollment's move does). Refused when the
+    /// recorder is revoked or no longer in `from_account`, when it is in `to_account`
+    /// already, and when `to_account` or an account above it is disabled; `NotFound` when
+    /// `to_account` does not exist. It keeps its key and certificate.
+    async fn move_recorder(
+        &self,
+        id: &str,
+        from_account: &str,
+        to_account: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError>;
+    /// Confirms that the recorder replaces `replaces`, the recorder it was flagged as a
+    /// possible replacement of (and the caller checked): revokes that one unless it already
+    /// is (audited `recorder.revoked`) and sets `replacement_confirmed_at`, audited
+    /// `recorder.replacement_confirmed`. Refused when the recorder is revoked, not flagged
+    /// as replacing `replaces`, or confirmed already. Returns the recorder as stored now.
+    async fn confirm_replacement(
+        &self,
+        id: &str,
+        replaces: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError>;
 }

@@ -14,6 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::*;
 
 mod auth;
+mod recorders;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -21,7 +22,7 @@ pub struct SqliteStore {
 
 const RECORDER_COLUMNS: &str = "id, account_id, key_fingerprint, serial, mac, model, firmware, \
     agent_version, replaces, enrolled_at, cert_serial, cert_not_after, last_seen, online_until, \
-    status, revoked_at, offline_reason";
+    status, revoked_at, offline_reason, name, replacement_confirmed_at";
 
 /// Every account read carries `disabled_via`, the nearest disabled account up its
 /// ancestry, from a recursive CTE in the same statement. The heartbeat already reads the
@@ -97,6 +98,8 @@ fn recorder_from_row(row: &SqliteRow) -> Result<Recorder, sqlx::Error> {
         status: row.try_get("status")?,
         revoked_at: row.try_get("revoked_at")?,
         offline_reason: row.try_get("offline_reason")?,
+        name: row.try_get("name")?,
+        replacement_confirmed_at: row.try_get("replacement_confirmed_at")?,
     })
 }
 
@@ -1385,6 +1388,37 @@ impl Store for SqliteStore {
     // ---- admin: users and groups ----
 
     // ---- admin: recorders ----
+    async fn recorder_page(&self, query: &RecorderQuery) -> Result<Vec<Recorder>, StoreError> {
+        recorders::recorder_page(&self.pool, query).await
+    }
+    async fn rename_recorder(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError> {
+        recorders::rename_recorder(&self.pool, id, name, now, actor).await
+    }
+    async fn move_recorder(
+        &self,
+        id: &str,
+        from_account: &str,
+        to_account: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError> {
+        recorders::move_recorder(&self.pool, id, from_account, to_account, now, actor).await
+    }
+    async fn confirm_replacement(
+        &self,
+        id: &str,
+        replaces: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<Recorder, StoreError> {
+        recorders::confirm_replacement(&self.pool, id, replaces, now, actor).await
+    }
 }
 
 const CODE_INFO_SELECT: &str = "SELECT public_id, account_id, label, created_at, created_by, \

@@ -441,7 +441,7 @@ pub(super) async fn audit_entries(
          WHERE (?1 IS NULL OR account_id IN (SELECT value FROM json_each(?1))) \
          AND (?2 IS NULL OR actor = ?2) AND (?3 IS NULL OR action = ?3) \
          AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) \
-         AND (?6 IS NULL OR id < ?6) \
+         AND (?6 IS NULL OR id < ?6) AND (?8 IS NULL OR recorder_id = ?8) \
          ORDER BY id DESC LIMIT ?7",
     )
     .bind(accounts)
@@ -451,6 +451,7 @@ pub(super) async fn audit_entries(
     .bind(f.until)
     .bind(f.before_id)
     .bind(f.limit)
+    .bind(&f.recorder_id)
     .fetch_all(pool)
     .await?;
     Ok(rows
