@@ -44,6 +44,15 @@ const ACCOUNT_SELECT: &str = "SELECT a.id, a.name, a.kind, a.parent_id, a.create
      SELECT id FROM up WHERE disabled_at IS NOT NULL ORDER BY depth LIMIT 1) AS disabled_via \
     FROM accounts a";
 
+/// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`).
+/// A deferred transaction that reads first and writes later cannot wait for the lock when
+/// another connection (the admin CLI, the presence flush) committed in between: SQLite
+/// answers "database is locked" at once instead of honouring the busy timeout. Taking the
+/// lock first makes every writer wait its turn.
+async fn begin_write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -164,7 +173,7 @@ impl Store for SqliteStore {
         code: &NewCode,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, name, kind, parent_id, created_at, address, contact) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -235,7 +244,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let disabled = sqlx::query(
             "UPDATE registration_codes SET disabled_at = ? WHERE account_id = ? AND disabled_at IS NULL RETURNING public_id",
         )
@@ -296,7 +305,7 @@ impl Store for SqliteStore {
     }
 
     async fn enroll(&self, r: &EnrollRecord) -> Result<EnrollOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         // The write comes first so the transaction holds the write lock from its start:
         // two racing enrollments of one key serialise here and the loser sees the row. It
         // does nothing when the key (or the id) is taken already.
@@ -465,7 +474,7 @@ impl Store for SqliteStore {
     async fn remove_incomplete_enrollments(&self, now: i64) -> Result<usize, StoreError> {
         const INCOMPLETE: &str =
             "SELECT id FROM recorders WHERE cert_serial IS NULL AND revoked_at IS NULL";
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         // A write first, so the transaction holds the write lock before it reads.
         sqlx::query(&format!(
             "UPDATE recorders SET replaces = NULL WHERE replaces IN ({INCOMPLETE})"
@@ -498,7 +507,7 @@ impl Store for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         for e in entries {
             audit(
                 &mut tx,
@@ -525,7 +534,7 @@ impl Store for SqliteStore {
             action,
             now,
         } = *c;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let updated = sqlx::query(
             "UPDATE recorders SET key_fingerprint = ?, cert_serial = ?, cert_not_after = ?, updated_at = ? \
              WHERE id = ? AND revoked_at IS NULL",
@@ -600,7 +609,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let changed = sqlx::query(
             "UPDATE recorders SET revoked_at = ?, online_until = NULL, updated_at = ? WHERE id = ? AND revoked_at IS NULL",
         )
@@ -637,7 +646,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         for p in batch {
             // A revoked recorder stays offline whatever heartbeats were in flight.
             sqlx::query(
@@ -693,7 +702,7 @@ impl Store for SqliteStore {
         code: &NewCode,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = ?")
             .bind(account_id)
             .fetch_optional(&mut *tx)
@@ -751,7 +760,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let changed = sqlx::query(
             "UPDATE registration_codes SET disabled_at = ? WHERE public_id = ? AND disabled_at IS NULL \
              RETURNING account_id",
@@ -807,7 +816,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<Account, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         // A write first, so the transaction holds the write lock before it reads: two
         // concurrent updates then audit what each really changed.
         sqlx::query("UPDATE accounts SET name = name WHERE id = ?")
@@ -877,7 +886,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let changed = if disabled {
             sqlx::query(
                 "UPDATE accounts SET disabled_at = ?, disabled_by = ? WHERE id = ? AND disabled_at IS NULL",
@@ -933,7 +942,7 @@ impl Store for SqliteStore {
         invitation: &Invitation,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let in_account: Option<String> =
             sqlx::query_scalar("SELECT id FROM groups WHERE id = ? AND account_id = ?")
                 .bind(group_id)
@@ -1011,7 +1020,7 @@ impl Store for SqliteStore {
         invitation: &Invitation,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let account_id: Option<String> =
             sqlx::query_scalar("SELECT account_id FROM users WHERE id = ? AND status = 'invited'")
                 .bind(&invitation.user_id)
@@ -1072,7 +1081,7 @@ impl Store for SqliteStore {
     }
 
     async fn accept_invitation(&self, acceptance: &Acceptance<'_>) -> Result<User, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let user_id: Option<String> = sqlx::query_scalar(
             "UPDATE invitations SET used_at = ? \
              WHERE token_hash = ? AND used_at IS NULL AND replaced_at IS NULL AND expires_at > ? \
@@ -1128,7 +1137,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let account_id: Option<String> =
             sqlx::query_scalar("SELECT account_id FROM users WHERE id = ?")
                 .bind(user_id)
@@ -1215,7 +1224,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_group(&self, group: &Group, actor: Actor<'_>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let inserted = sqlx::query(
             "INSERT INTO groups (id, account_id, name, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -1254,7 +1263,7 @@ impl Store for SqliteStore {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let account_id: Option<String> =
             sqlx::query_scalar("SELECT account_id FROM groups WHERE id = ?")
                 .bind(group_id)

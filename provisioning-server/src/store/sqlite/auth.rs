@@ -41,7 +41,7 @@ pub(super) async fn create_session(
     s: &Session,
     actor: Actor<'_>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let account_id = account_of(&mut tx, &s.user_id).await?;
     sqlx::query(
         "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, source) \
@@ -113,7 +113,7 @@ pub(super) async fn end_session(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let user_id: Option<String> =
         sqlx::query_scalar("DELETE FROM sessions WHERE token_hash = ? RETURNING user_id")
             .bind(token_hash)
@@ -184,7 +184,7 @@ pub(super) async fn create_api_token(
     t: &ApiToken,
     actor: Actor<'_>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let account_id = account_of(&mut tx, &t.user_id).await?;
     let names: Vec<&str> = t.permissions.iter().map(|p| p.as_str()).collect();
     sqlx::query(
@@ -240,7 +240,7 @@ pub(super) async fn revoke_api_token(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let user_id: Option<String> = sqlx::query_scalar(
         "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING user_id",
     )
@@ -284,7 +284,7 @@ pub(super) async fn create_password_reset(
     reset: &PasswordReset,
     actor: Actor<'_>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let account_id = account_of(&mut tx, &reset.user_id).await?;
     sqlx::query(
         "UPDATE password_resets SET replaced_at = ? \
@@ -349,7 +349,7 @@ pub(super) async fn reset_password(
     now: i64,
     source: Option<&str>,
 ) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let user_id: Option<String> = sqlx::query_scalar(
         "UPDATE password_resets SET used_at = ? \
          WHERE token_hash = ? AND used_at IS NULL AND replaced_at IS NULL AND expires_at > ? \
@@ -402,7 +402,7 @@ pub(super) async fn change_password(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let account_id: Option<String> = sqlx::query_scalar(
         "UPDATE users SET password_hash = ? WHERE id = ? AND status = 'active' RETURNING account_id",
     )

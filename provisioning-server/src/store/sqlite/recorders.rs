@@ -86,7 +86,7 @@ pub(super) async fn rename_recorder(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<Recorder, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let recorder = lock_recorder(&mut tx, id, now).await?;
     if recorder.name.as_deref() == name {
         // Nothing changes: the touch is rolled back with the transaction.
@@ -120,7 +120,7 @@ pub(super) async fn move_recorder(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<Recorder, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let recorder = lock_recorder(&mut tx, id, now).await?;
     if recorder.revoked_at.is_some() {
         return Err(StoreError::Conflict(
@@ -188,7 +188,7 @@ pub(super) async fn confirm_replacement(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<Recorder, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let recorder = lock_recorder(&mut tx, id, now).await?;
     if recorder.revoked_at.is_some() {
         return Err(StoreError::Conflict(
