@@ -22,7 +22,7 @@ use crate::accounts::{self, AccountError, CodeLimits, CodeState, CodeUpdate};
 use crate::api::{ApiError, ApiJson};
 use crate::permissions::Permission;
 use crate::secrets::CodeKey;
-use crate::store::{split_actor, CodeInfo};
+use crate::store::CodeInfo;
 use contera_protocol::{ErrorCode, RegistrationCode};
 
 pub fn routes() -> OpenApiRouter<Shared> {
@@ -43,7 +43,8 @@ pub struct CodeView {
     /// Whether it still enrolls: `active`, or why not.
     pub state: CodeState,
     pub created_at: i64,
-    /// Who made it (`user:<id>`, `cli`, …); empty for codes from before this was kept.
+    /// Who made it, as the audit actor with the address it came from
+    /// (`user:<id>@192.0.2.7`, `cli:root`, …); empty for codes from before this was kept.
     pub created_by: String,
     /// When it stops enrolling (Unix seconds); none for never.
     pub expires_at: Option<i64>,
@@ -68,7 +69,7 @@ impl CodeView {
             label: code.label.clone(),
             state: CodeState::of(code, now),
             created_at: code.created_at,
-            created_by: split_actor(&code.created_by).0.to_owned(),
+            created_by: code.created_by.clone(),
             expires_at: code.expires_at,
             max_uses: code.max_uses,
             uses: code.uses,
