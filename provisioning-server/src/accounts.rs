@@ -5,13 +5,16 @@
 use std::sync::Arc;
 
 use contera_protocol::RegistrationCode;
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::secrets::{CodeKey, SecretsError};
 use crate::store::{
-    Account, AccountKind, AccountUpdate, Actor, CodeInfo, NewAuditEntry, NewCode, Store, StoreError,
+    Account, AccountKind, AccountUpdate, Actor, CodeInfo, NewAuditEntry, NewCode, Store,
+    StoreError, ADMINISTRATORS_GROUP,
 };
+use crate::users::{self, Invited, UserError};
 
 /// Longest account name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -48,6 +51,10 @@ pub enum AccountError {
     CodeNotKept(String),
     #[error("code label is {0} characters long; use at most {MAX_LABEL_CHARS}")]
     LabelTooLong(usize),
+    #[error("code label contains control characters; keep it to one line of text")]
+    LabelControlCharacters,
+    #[error("nothing to change: give a label, an expiry or a maximum number of uses")]
+    NothingToUpdateCode,
     #[error("maximum uses must be at least 1")]
     ZeroMaxUses,
     #[error("the expiry is in the past: give a time in the future")]
@@ -64,6 +71,9 @@ pub enum AccountError {
     ControlCharacters { field: &'static str },
     #[error("nothing to change: give --name, --address or --contact")]
     NothingToUpdate,
+    /// The first user of an account created with [`create_with_first_user`].
+    #[error(transparent)]
+    FirstUser(#[from] UserError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -150,6 +160,91 @@ pub async fn create_with_details(
     details: &Details,
     actor: Actor<'_>,
 ) -> Result<(Account, RegistrationCode), AccountError> {
+    let mut account = new_account(store, name, kind, parent_id, details).await?;
+    let stored = store_fresh_code(store, key, &INITIAL, actor, account.created_at, |row| {
+        let account = &account;
+        async move { store.create_account(account, &row, actor).await }
+    })
+    .await;
+    let code = parent_missing(stored)?;
+    account.code_public_id = Some(code.public_id());
+    Ok((account, code))
+}
+
+/// The first user of a new account: invited into its Administrators group.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstUser<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+}
+
+/// [`create_with_details`] together with the account's first user, invited into its
+/// Administrators group: account, code, group, user and invitation are written in one
+/// transaction, so a taken email ([`UserError::EmailTaken`]) leaves nothing behind. The
+/// invitation's token is in the returned [`Invited`], for the accept link.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_with_first_user(
+    store: &Arc<dyn Store>,
+    key: &CodeKey,
+    name: &str,
+    kind: AccountKind,
+    parent_id: Option<&str>,
+    details: &Details,
+    first_user: FirstUser<'_>,
+    actor: Actor<'_>,
+) -> Result<(Account, RegistrationCode, Invited), AccountError> {
+    let mut account = new_account(store, name, kind, parent_id, details).await?;
+    let (invited, invitation) = users::new_invited_user(
+        &account.id,
+        first_user.email,
+        first_user.name,
+        ADMINISTRATORS_GROUP,
+        actor,
+        account.created_at,
+    )?;
+    let email = invited.user.email.clone();
+    if store.user_by_email(&email).await?.is_some() {
+        return Err(UserError::EmailTaken(email).into());
+    }
+    let stored = store_fresh_code(store, key, &INITIAL, actor, account.created_at, |row| {
+        let (account, user, invitation) = (&account, &invited.user, &invitation);
+        async move {
+            store
+                .create_account_with_first_user(account, &row, user, invitation, actor)
+                .await
+        }
+    })
+    .await;
+    let code = match parent_missing(stored) {
+        // Lost a race with another user of the same email; nothing was written.
+        Err(AccountError::Store(StoreError::Conflict(message))) => {
+            return Err(match store.user_by_email(&email).await? {
+                Some(_) => UserError::EmailTaken(email).into(),
+                None => StoreError::Conflict(message).into(),
+            })
+        }
+        other => other?,
+    };
+    account.code_public_id = Some(code.public_id());
+    Ok((account, code, invited))
+}
+
+/// The limits of the code an account is created with.
+const INITIAL: CodeLimits<'static> = CodeLimits {
+    label: INITIAL_LABEL,
+    expires_at: None,
+    max_uses: None,
+};
+
+/// A new account, checked and not stored yet: its name, address and contact, and its
+/// parent, which must exist and be a partner.
+async fn new_account(
+    store: &Arc<dyn Store>,
+    name: &str,
+    kind: AccountKind,
+    parent_id: Option<&str>,
+    details: &Details,
+) -> Result<Account, AccountError> {
     let name = checked_name(name)?;
     let address = checked_address(details.address.as_deref().unwrap_or(""))?;
     let contact = checked_contact(details.contact.as_deref())?;
@@ -162,7 +257,7 @@ pub async fn create_with_details(
             Some(_) => {}
         }
     }
-    let mut account = Account {
+    Ok(Account {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
         kind,
@@ -174,33 +269,25 @@ pub async fn create_with_details(
         disabled_at: None,
         disabled_by: None,
         disabled_via: None,
-    };
-    let initial = CodeLimits {
-        label: INITIAL_LABEL,
-        ..CodeLimits::default()
-    };
-    let created_at = account.created_at;
-    let stored = store_fresh_code(key, &initial, actor, created_at, |row| {
-        let account = &account;
-        async move { store.create_account(account, &row, actor).await }
     })
-    .await;
-    match stored {
-        Ok(code) => {
-            account.code_public_id = Some(code.public_id());
-            Ok((account, code))
-        }
+}
+
+/// A parent that disappeared between the check and the write is [`AccountError::NoParent`].
+fn parent_missing<T>(result: Result<T, AccountError>) -> Result<T, AccountError> {
+    match result {
         Err(AccountError::Store(StoreError::NotFound { id, .. })) => {
             Err(AccountError::NoParent(id))
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 
 /// Mints a code and stores it with `store_it`, minting again (up to [`MINT_ATTEMPTS`])
-/// while the fresh public id collides with an existing one. Any other failure, or the
-/// last collision, comes back as [`AccountError::Store`].
+/// while the fresh public id collides with an existing one. Any other failure (another
+/// conflict, such as a taken email, included), or the last collision, comes back as
+/// [`AccountError::Store`].
 async fn store_fresh_code<F, Fut>(
+    store: &Arc<dyn Store>,
     key: &CodeKey,
     limits: &CodeLimits<'_>,
     actor: Actor<'_>,
@@ -214,9 +301,16 @@ where
     let mut attempt = 1;
     loop {
         let (code, row) = mint(key, limits, actor, now)?;
+        let public_id = row.public_id.clone();
         match store_it(row).await {
             Ok(()) => return Ok(code),
-            Err(StoreError::Conflict(_)) if attempt < MINT_ATTEMPTS => attempt += 1,
+            Err(StoreError::Conflict(message)) => {
+                if attempt < MINT_ATTEMPTS && store.code(&public_id).await?.is_some() {
+                    attempt += 1;
+                } else {
+                    return Err(StoreError::Conflict(message).into());
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -235,7 +329,7 @@ pub async fn rotate_code(
         ..CodeLimits::default()
     };
     let now = now();
-    let stored = store_fresh_code(key, &rotated, actor, now, |row| async move {
+    let stored = store_fresh_code(store, key, &rotated, actor, now, |row| async move {
         store.rotate_code(account_id, &row, now, actor).await
     })
     .await;
@@ -260,18 +354,10 @@ pub async fn create_code(
     limits: &CodeLimits<'_>,
     actor: Actor<'_>,
 ) -> Result<RegistrationCode, AccountError> {
-    let chars = limits.label.trim().chars().count();
-    if chars > MAX_LABEL_CHARS {
-        return Err(AccountError::LabelTooLong(chars));
-    }
-    if limits.max_uses.is_some_and(|n| n < 1) {
-        return Err(AccountError::ZeroMaxUses);
-    }
+    checked_label(limits.label)?;
     let now = now();
-    if limits.expires_at.is_some_and(|at| at <= now) {
-        return Err(AccountError::ExpiryInPast);
-    }
-    let stored = store_fresh_code(key, limits, actor, now, |row| async move {
+    checked_limits(limits.expires_at, limits.max_uses, now)?;
+    let stored = store_fresh_code(store, key, limits, actor, now, |row| async move {
         store.create_code(account_id, &row, actor).await
     })
     .await;
@@ -334,6 +420,101 @@ pub async fn disable_code(
         Err(StoreError::NotFound { .. }) => Err(AccountError::CodeNotFound(public_id)),
         other => Ok(other?),
     }
+}
+
+/// A code's label, trimmed: at most [`MAX_LABEL_CHARS`] characters on one line.
+fn checked_label(label: &str) -> Result<String, AccountError> {
+    let label = label.trim();
+    let chars = label.chars().count();
+    if chars > MAX_LABEL_CHARS {
+        return Err(AccountError::LabelTooLong(chars));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(AccountError::LabelControlCharacters);
+    }
+    Ok(label.to_string())
+}
+
+/// An expiry must be in the future and a use limit at least 1.
+fn checked_limits(
+    expires_at: Option<i64>,
+    max_uses: Option<i64>,
+    now: i64,
+) -> Result<(), AccountError> {
+    if max_uses.is_some_and(|n| n < 1) {
+        return Err(AccountError::ZeroMaxUses);
+    }
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(AccountError::ExpiryInPast);
+    }
+    Ok(())
+}
+
+/// What [`update_code`] changes; `None` leaves a field as it is, `Some(None)` removes a
+/// limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeUpdate {
+    pub label: Option<String>,
+    pub expires_at: Option<Option<i64>>,
+    pub max_uses: Option<Option<i64>>,
+}
+
+/// Changes a code's label and limits, each checked as when creating a code, audited as
+/// `code.updated` with what changed. It holds from the next enrollment attempt on, since
+/// every attempt reads the code's row. Returns the code as it is now.
+pub async fn update_code(
+    store: &Arc<dyn Store>,
+    public_id: &str,
+    update: &CodeUpdate,
+    actor: Actor<'_>,
+) -> Result<CodeInfo, AccountError> {
+    if *update == CodeUpdate::default() {
+        return Err(AccountError::NothingToUpdateCode);
+    }
+    let public_id = public_id.trim().to_ascii_uppercase();
+    let now = now();
+    checked_limits(update.expires_at.flatten(), update.max_uses.flatten(), now)?;
+    let checked = CodeUpdate {
+        label: update.label.as_deref().map(checked_label).transpose()?,
+        ..update.clone()
+    };
+    match store.update_code(&public_id, &checked, now, actor).await {
+        Err(StoreError::NotFound { .. }) => Err(AccountError::CodeNotFound(public_id)),
+        other => Ok(other?),
+    }
+}
+
+/// Whether a code still enrolls, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeState {
+    Active,
+    Disabled,
+    Expired,
+    UsedUp,
+}
+
+impl CodeState {
+    /// The state of `code` at `now`: disabled wins over expired, which wins over used up.
+    pub fn of(code: &CodeInfo, now: i64) -> CodeState {
+        if code.disabled_at.is_some() {
+            CodeState::Disabled
+        } else if code.expires_at.is_some_and(|at| at <= now) {
+            CodeState::Expired
+        } else if code.max_uses.is_some_and(|max| code.uses >= max) {
+            CodeState::UsedUp
+        } else {
+            CodeState::Active
+        }
+    }
+}
+
+/// The recorders of one account that are not revoked, and how many of them are online.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderCounts {
+    pub account_id: String,
+    pub total: i64,
+    pub online: i64,
 }
 
 /// Why a code was not accepted; deliberately one case for the caller, so no answer tells
@@ -877,5 +1058,206 @@ mod tests {
         ));
         assert!(set_disabled(&store, &partner.id, false, "t").await.unwrap());
         assert!(resolve_code(&store, &code.to_string()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_account_comes_with_its_invited_first_administrator_or_not_at_all() {
+        let (_dir, store) = store().await;
+        let (partner, _) = create(&store, &key(), "P", AccountKind::Partner, None, "t")
+            .await
+            .unwrap();
+        let first = FirstUser {
+            name: " Jo ",
+            email: " jo@example.com ",
+        };
+        let (account, code, invited) = create_with_first_user(
+            &store,
+            &key(),
+            "Store 12",
+            AccountKind::Customer,
+            Some(&partner.id),
+            &Details::default(),
+            first,
+            "user:x",
+        )
+        .await
+        .unwrap();
+        assert_eq!(account.parent_id.as_deref(), Some(partner.id.as_str()));
+        assert_eq!(account.code_public_id, Some(code.public_id()));
+        assert_eq!(
+            resolve_code(&store, &code.to_string()).await.unwrap().0.id,
+            account.id
+        );
+        assert_eq!(invited.user.email, "jo@example.com");
+        assert_eq!(invited.user.name, "Jo");
+        assert_eq!(invited.user.account_id, account.id);
+        let stored = store.user(&invited.user.id).await.unwrap().unwrap();
+        assert_eq!(stored, invited.user);
+        // The token accepts the invitation.
+        let accept = users::AcceptRequest {
+            token: &invited.token,
+            password: "violet kettle under ninety",
+            age_confirmed: true,
+            terms_version: Some("1"),
+        };
+        users::accept(&store, &accept).await.unwrap();
+
+        // A taken email, in any case, and bad first users are refused with nothing written.
+        for (name, email) in [
+            ("Jo", "JO@example.com"),
+            ("Jo", "not an email"),
+            (" ", "x@example.com"),
+        ] {
+            let err = create_with_first_user(
+                &store,
+                &key(),
+                "Store 13",
+                AccountKind::Customer,
+                Some(&partner.id),
+                &Details::default(),
+                FirstUser { name, email },
+                "t",
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, AccountError::FirstUser(_)), "{err}");
+        }
+        assert_eq!(store.accounts().await.unwrap().len(), 2);
+        assert_eq!(store.users(None).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_a_taken_public_id_is_minted_again() {
+        let (_dir, store) = store().await;
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let count = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        // Another conflict (a taken email, say) comes back at once.
+        let err = store_fresh_code(&store, &key(), &INITIAL, "t", now(), |_| {
+            count();
+            async {
+                Err(StoreError::Conflict(
+                    "a user with the email … exists".into(),
+                ))
+            }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, AccountError::Store(StoreError::Conflict(_))));
+        assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+        // A public id that is taken by the time of the write is minted again.
+        let err_then_ok = |row: NewCode| {
+            let store = &store;
+            let n = count();
+            async move {
+                if n == 1 {
+                    let account = Account {
+                        id: "taken".into(),
+                        name: "T".into(),
+                        kind: AccountKind::Customer,
+                        parent_id: None,
+                        code_public_id: None,
+                        created_at: 1,
+                        address: String::new(),
+                        contact: None,
+                        disabled_at: None,
+                        disabled_by: None,
+                        disabled_via: None,
+                    };
+                    store.create_account(&account, &row, "t").await?;
+                    Err(StoreError::Conflict("registration code id is taken".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        store_fresh_code(&store, &key(), &INITIAL, "t", now(), err_then_ok)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn code_updates_are_checked_like_new_codes_and_hold_at_the_next_attempt() {
+        let (_dir, store) = store().await;
+        let (_, code) = create(&store, &key(), "A", AccountKind::Customer, None, "t")
+            .await
+            .unwrap();
+        let id = code.public_id().to_lowercase();
+        for (bad, expected) in [
+            (CodeUpdate::default(), "nothing to change"),
+            (
+                CodeUpdate {
+                    label: Some("x".repeat(101)),
+                    ..CodeUpdate::default()
+                },
+                "101 characters",
+            ),
+            (
+                CodeUpdate {
+                    label: Some("a\nb".into()),
+                    ..CodeUpdate::default()
+                },
+                "control characters",
+            ),
+            (
+                CodeUpdate {
+                    max_uses: Some(Some(0)),
+                    ..CodeUpdate::default()
+                },
+                "at least 1",
+            ),
+            (
+                CodeUpdate {
+                    expires_at: Some(Some(now() - 1)),
+                    ..CodeUpdate::default()
+                },
+                "in the past",
+            ),
+        ] {
+            let err = update_code(&store, &id, &bad, "t").await.unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        assert!(matches!(
+            update_code(
+                &store,
+                "ZZZZ",
+                &CodeUpdate {
+                    label: Some("x".into()),
+                    ..CodeUpdate::default()
+                },
+                "t"
+            )
+            .await,
+            Err(AccountError::CodeNotFound(_))
+        ));
+
+        // A limit reached stops the code at once; lifting it lets it enroll again.
+        enroll_once(&store, &code.public_id()).await;
+        let limited = CodeUpdate {
+            label: Some(" Site B ".into()),
+            max_uses: Some(Some(1)),
+            ..CodeUpdate::default()
+        };
+        let info = update_code(&store, &id, &limited, "t").await.unwrap();
+        assert_eq!(info.label, "Site B");
+        assert_eq!(CodeState::of(&info, now()), CodeState::UsedUp);
+        assert!(matches!(
+            resolve_code(&store, &code.to_string()).await,
+            Err(CodeRejected::Invalid)
+        ));
+        let lifted = CodeUpdate {
+            max_uses: Some(None),
+            ..CodeUpdate::default()
+        };
+        let info = update_code(&store, &id, &lifted, "t").await.unwrap();
+        assert_eq!(CodeState::of(&info, now()), CodeState::Active);
+        assert!(resolve_code(&store, &code.to_string()).await.is_ok());
+        let expiring = CodeUpdate {
+            expires_at: Some(Some(now() + 2)),
+            ..CodeUpdate::default()
+        };
+        let info = update_code(&store, &id, &expiring, "t").await.unwrap();
+        assert_eq!(CodeState::of(&info, now() + 2), CodeState::Expired);
+        assert_eq!(CodeState::of(&info, now()), CodeState::Active);
     }
 }

@@ -430,14 +430,11 @@ fn parse_rfc3339(text: &str) -> Result<i64, String> {
 
 /// Whether a code still enrolls, and if not why, in a word.
 fn code_state(c: &CodeInfo, now: i64) -> &'static str {
-    if c.disabled_at.is_some() {
-        "disabled"
-    } else if c.expires_at.is_some_and(|at| at <= now) {
-        "expired"
-    } else if c.max_uses.is_some_and(|max| c.uses >= max) {
-        "used up"
-    } else {
-        "active"
+    match accounts::CodeState::of(c, now) {
+        accounts::CodeState::Active => "active",
+        accounts::CodeState::Disabled => "disabled",
+        accounts::CodeState::Expired => "expired",
+        accounts::CodeState::UsedUp => "used up",
     }
 }
 

@@ -172,44 +172,59 @@ pub async fn invite(
     group: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<Invited, UserError> {
-    let email = checked_email(email)?;
-    let name = checked_name(name)?;
+    let group_name = group.unwrap_or(ADMINISTRATORS_GROUP);
+    let (mut invited, invitation) =
+        new_invited_user(account_id, email, name, group_name, actor, now())?;
     if store.account(account_id).await?.is_none() {
         return Err(UserError::AccountNotFound(account_id.to_owned()));
     }
-    let group = group_named(store, account_id, group.unwrap_or(ADMINISTRATORS_GROUP)).await?;
-    if store.user_by_email(&email).await?.is_some() {
-        return Err(UserError::EmailTaken(email));
+    let group = group_named(store, account_id, group_name).await?;
+    if store.user_by_email(&invited.user.email).await?.is_some() {
+        return Err(UserError::EmailTaken(invited.user.email));
     }
-    let now = now();
-    let mut user = User {
+    match store
+        .create_invited_user(&invited.user, &group.id, &invitation, actor)
+        .await
+    {
+        // Lost a race with another invitation of the same email.
+        Err(StoreError::Conflict(_)) => return Err(UserError::EmailTaken(invited.user.email)),
+        other => other?,
+    }
+    invited.user.groups = vec![group.name];
+    Ok(invited)
+}
+
+/// A user to invite into `account_id` as a member of `group_name`, with a fresh invitation
+/// valid for 72 hours from `now`: the email and the name checked, nothing stored yet. The
+/// [`Invitation`] is what the store keeps (the token's hash); [`Invited`] holds the token.
+pub(crate) fn new_invited_user(
+    account_id: &str,
+    email: &str,
+    name: &str,
+    group_name: &str,
+    actor: Actor<'_>,
+    now: i64,
+) -> Result<(Invited, Invitation), UserError> {
+    let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         account_id: account_id.to_owned(),
-        email,
-        name,
+        email: checked_email(email)?,
+        name: checked_name(name)?,
         status: UserStatus::Invited,
         created_at: now,
         created_by: actor.to_owned(),
         terms_version: None,
         terms_accepted_at: None,
         age_confirmed_at: None,
-        groups: vec![group.name.clone()],
+        groups: vec![group_name.to_owned()],
     };
     let (invitation, token) = new_invitation(&user.id, now)?;
-    match store
-        .create_invited_user(&user, &group.id, &invitation, actor)
-        .await
-    {
-        // Lost a race with another invitation of the same email.
-        Err(StoreError::Conflict(_)) => return Err(UserError::EmailTaken(user.email)),
-        other => other?,
-    }
-    user.groups = vec![group.name];
-    Ok(Invited {
+    let invited = Invited {
         user,
         token,
         expires_at: invitation.expires_at,
-    })
+    };
+    Ok((invited, invitation))
 }
 
 /// Finds a user by id or (case-insensitively) by email.

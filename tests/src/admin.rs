@@ -252,3 +252,164 @@ pub fn administrator_of(server: &Server, account: &str, email: &str) -> (AdminCl
     let user_id = accepted.body["user"]["id"].as_str().unwrap().to_owned();
     (client, user_id)
 }
+
+/// A message the server wrote to `DATA/outbox/` (no SMTP relay configured), decoded: the
+/// plain and HTML parts of its multipart/alternative body.
+#[derive(Debug, Clone)]
+pub struct OutboxMail {
+    /// The `To:` header as written, e.g. `"Jo" <jo@example.com>`.
+    pub to: String,
+    pub subject: String,
+    pub plain: String,
+    pub html: String,
+}
+
+/// Every message in the server's outbox, in file name order (oldest first).
+pub fn outbox(server: &Server) -> Vec<OutboxMail> {
+    let dir = server.data_dir().join("outbox");
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("outbox entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    files.sort();
+    files
+        .iter()
+        .map(|f| parse_mail(&std::fs::read_to_string(f).expect("outbox file")))
+        .collect()
+}
+
+/// The one outbox message to `email`; panics unless there is exactly one.
+pub fn outbox_mail_to(server: &Server, email: &str) -> OutboxMail {
+    let mut found: Vec<OutboxMail> = outbox(server)
+        .into_iter()
+        .filter(|m| {
+            m.to.to_lowercase()
+                .contains(&format!("<{}>", email.to_lowercase()))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "messages to {email}: {found:?}");
+    found.remove(0)
+}
+
+/// The token of an accept link (`…/invitations/accept#token=<hex>`) in `text`.
+pub fn link_token(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("/invitations/accept#token=")?;
+    let token: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Header lines unfolded, and the body after the blank line.
+fn split_message(text: &str) -> (Vec<(String, String)>, &str) {
+    let text_start = text.trim_start_matches(['\r', '\n']);
+    let (head, body) = text_start
+        .split_once("\r\n\r\n")
+        .or_else(|| text_start.split_once("\n\n"))
+        .unwrap_or((text_start, ""));
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    (headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn parse_mail(text: &str) -> OutboxMail {
+    let (headers, body) = split_message(text);
+    let content_type = header(&headers, "content-type");
+    let boundary = content_type
+        .split(';')
+        .filter_map(|p| p.trim().strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"').to_owned())
+        .next()
+        .unwrap_or_else(|| panic!("no multipart boundary in {content_type:?}"));
+    let mut mail = OutboxMail {
+        to: header(&headers, "to").to_owned(),
+        subject: header(&headers, "subject").to_owned(),
+        plain: String::new(),
+        html: String::new(),
+    };
+    for part in body.split(&format!("--{boundary}")).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let (part_headers, part_body) = split_message(part);
+        let decoded = match header(&part_headers, "content-transfer-encoding")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "quoted-printable" => quoted_printable(part_body),
+            "base64" => base64(part_body),
+            _ => part_body.to_owned(),
+        };
+        let kind = header(&part_headers, "content-type").to_ascii_lowercase();
+        if kind.starts_with("text/plain") {
+            mail.plain = decoded;
+        } else if kind.starts_with("text/html") {
+            mail.html = decoded;
+        }
+    }
+    mail
+}
+
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let Some(v) = ALPHABET.iter().position(|a| *a == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

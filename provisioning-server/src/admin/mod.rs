@@ -11,8 +11,10 @@
 //! with its `#[utoipa::path]` description, so the OpenAPI document served at
 //! `/api/v1/openapi.json` lists exactly the routes that exist.
 
+pub mod accounts;
 pub mod audit;
 pub mod caller;
+pub mod codes;
 pub mod page;
 pub mod recorders;
 pub mod session;
@@ -103,7 +105,9 @@ fn routes() -> OpenApiRouter<Shared> {
         .merge(session::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
-        .merge(recorders::routes());
+        .merge(recorders::routes())
+        .merge(accounts::routes())
+        .merge(codes::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, admin)
 }
 

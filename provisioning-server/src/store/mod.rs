@@ -737,4 +737,35 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<Recorder, StoreError>;
+    // Admin: accounts and codes.
+
+    /// Creates an account as [`Store::create_account`] does (its first code and its
+    /// Administrators group) and its first user, invited into that Administrators group
+    /// with `invitation` (as [`Store::create_invited_user`]), all in one transaction:
+    /// audits `account.created` and `user.invited`. A taken email is a `Conflict` and
+    /// nothing is written; so is a taken code id (mint another and retry).
+    async fn create_account_with_first_user(
+        &self,
+        account: &Account,
+        code: &NewCode,
+        user: &User,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
+    /// Changes a code's label and limits as given, audited as `code.updated` with the old
+    /// and new value of each field that really changed, in one transaction; writes nothing
+    /// when none does. Returns the code as stored now; `NotFound` for an unknown code.
+    async fn update_code(
+        &self,
+        public_id: &str,
+        update: &crate::accounts::CodeUpdate,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<CodeInfo, StoreError>;
+    /// Per account that has any: its recorders that are not revoked, and how many of them
+    /// are online at `now`.
+    async fn recorder_counts(
+        &self,
+        now: i64,
+    ) -> Result<Vec<crate::accounts::RecorderCounts>, StoreError>;
 }

@@ -13,6 +13,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::*;
 
+mod accounts;
 mod auth;
 mod recorders;
 
@@ -174,47 +175,7 @@ impl Store for SqliteStore {
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = begin_write(&self.pool).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO accounts (id, name, kind, parent_id, created_at, address, contact) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&account.id)
-        .bind(&account.name)
-        .bind(account.kind.as_str())
-        .bind(&account.parent_id)
-        .bind(account.created_at)
-        .bind(&account.address)
-        .bind(&account.contact)
-        .execute(&mut *tx)
-        .await;
-        if let Err(sqlx::Error::Database(e)) = &inserted {
-            if e.is_foreign_key_violation() {
-                return Err(StoreError::NotFound {
-                    what: "parent account",
-                    id: account.parent_id.clone().unwrap_or_default(),
-                });
-            }
-        }
-        inserted?;
-        insert_code(&mut tx, &account.id, code).await?;
-        insert_administrators_group(&mut tx, &account.id, account.created_at).await?;
-        audit(
-            &mut tx,
-            account.created_at,
-            actor,
-            "account.created",
-            Some(&account.id),
-            None,
-            serde_json::json!({
-                "name": account.name,
-                "kind": account.kind.as_str(),
-                "parent_id": account.parent_id,
-                "code_public_id": code.public_id,
-                "address": account.address,
-                "contact": account.contact,
-            }),
-        )
-        .await?;
+        insert_account(&mut tx, account, code, actor).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -943,55 +904,7 @@ impl Store for SqliteStore {
         actor: Actor<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = begin_write(&self.pool).await?;
-        let in_account: Option<String> =
-            sqlx::query_scalar("SELECT id FROM groups WHERE id = ? AND account_id = ?")
-                .bind(group_id)
-                .bind(&user.account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if in_account.is_none() {
-            return Err(StoreError::NotFound {
-                what: "group in the account",
-                id: group_id.to_owned(),
-            });
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, account_id, email, name, status, created_at, created_by) \
-             VALUES (?, ?, ?, ?, 'invited', ?, ?)",
-        )
-        .bind(&user.id)
-        .bind(&user.account_id)
-        .bind(&user.email)
-        .bind(&user.name)
-        .bind(user.created_at)
-        .bind(&user.created_by)
-        .execute(&mut *tx)
-        .await;
-        account_row(inserted, &user.account_id, || {
-            format!("a user with the email {} already exists", user.email)
-        })?;
-        sqlx::query("INSERT INTO user_groups (user_id, group_id) VALUES (?, ?)")
-            .bind(&user.id)
-            .bind(group_id)
-            .execute(&mut *tx)
-            .await?;
-        insert_invitation(&mut tx, invitation).await?;
-        audit(
-            &mut tx,
-            user.created_at,
-            actor,
-            "user.invited",
-            Some(&user.account_id),
-            None,
-            serde_json::json!({
-                "user_id": user.id,
-                "email": user.email,
-                "name": user.name,
-                "group_id": group_id,
-                "expires_at": invitation.expires_at,
-            }),
-        )
-        .await?;
+        insert_invited_user(&mut tx, user, group_id, invitation, actor).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1393,6 +1306,32 @@ impl Store for SqliteStore {
     }
 
     // ---- admin: accounts and codes ----
+    async fn create_account_with_first_user(
+        &self,
+        account: &Account,
+        code: &NewCode,
+        user: &User,
+        invitation: &Invitation,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        accounts::create_account_with_first_user(&self.pool, account, code, user, invitation, actor)
+            .await
+    }
+    async fn update_code(
+        &self,
+        public_id: &str,
+        update: &crate::accounts::CodeUpdate,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<CodeInfo, StoreError> {
+        accounts::update_code(&self.pool, public_id, update, now, actor).await
+    }
+    async fn recorder_counts(
+        &self,
+        now: i64,
+    ) -> Result<Vec<crate::accounts::RecorderCounts>, StoreError> {
+        accounts::recorder_counts(&self.pool, now).await
+    }
 
     // ---- admin: users and groups ----
 
@@ -1551,6 +1490,120 @@ async fn insert_invitation(
     .bind(invitation.created_at)
     .bind(invitation.expires_at)
     .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts an account with its first code and its Administrators group, audited as
+/// `account.created`, inside the caller's transaction. A missing parent is `NotFound`.
+async fn insert_account(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &Account,
+    code: &NewCode,
+    actor: Actor<'_>,
+) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO accounts (id, name, kind, parent_id, created_at, address, contact) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&account.id)
+    .bind(&account.name)
+    .bind(account.kind.as_str())
+    .bind(&account.parent_id)
+    .bind(account.created_at)
+    .bind(&account.address)
+    .bind(&account.contact)
+    .execute(&mut **tx)
+    .await;
+    if let Err(sqlx::Error::Database(e)) = &inserted {
+        if e.is_foreign_key_violation() {
+            return Err(StoreError::NotFound {
+                what: "parent account",
+                id: account.parent_id.clone().unwrap_or_default(),
+            });
+        }
+    }
+    inserted?;
+    insert_code(tx, &account.id, code).await?;
+    insert_administrators_group(tx, &account.id, account.created_at).await?;
+    audit(
+        tx,
+        account.created_at,
+        actor,
+        "account.created",
+        Some(&account.id),
+        None,
+        serde_json::json!({
+            "name": account.name,
+            "kind": account.kind.as_str(),
+            "parent_id": account.parent_id,
+            "code_public_id": code.public_id,
+            "address": account.address,
+            "contact": account.contact,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Inserts an invited user into `group_id` (a group of the user's account) with their first
+/// invitation, audited as `user.invited`, inside the caller's transaction. A taken email
+/// is a `Conflict`.
+async fn insert_invited_user(
+    tx: &mut Transaction<'_, Sqlite>,
+    user: &User,
+    group_id: &str,
+    invitation: &Invitation,
+    actor: Actor<'_>,
+) -> Result<(), StoreError> {
+    let in_account: Option<String> =
+        sqlx::query_scalar("SELECT id FROM groups WHERE id = ? AND account_id = ?")
+            .bind(group_id)
+            .bind(&user.account_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if in_account.is_none() {
+        return Err(StoreError::NotFound {
+            what: "group in the account",
+            id: group_id.to_owned(),
+        });
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, account_id, email, name, status, created_at, created_by) \
+             VALUES (?, ?, ?, ?, 'invited', ?, ?)",
+    )
+    .bind(&user.id)
+    .bind(&user.account_id)
+    .bind(&user.email)
+    .bind(&user.name)
+    .bind(user.created_at)
+    .bind(&user.created_by)
+    .execute(&mut **tx)
+    .await;
+    account_row(inserted, &user.account_id, || {
+        format!("a user with the email {} already exists", user.email)
+    })?;
+    sqlx::query("INSERT INTO user_groups (user_id, group_id) VALUES (?, ?)")
+        .bind(&user.id)
+        .bind(group_id)
+        .execute(&mut **tx)
+        .await?;
+    insert_invitation(tx, invitation).await?;
+    audit(
+        tx,
+        user.created_at,
+        actor,
+        "user.invited",
+        Some(&user.account_id),
+        None,
+        serde_json::json!({
+            "user_id": user.id,
+            "email": user.email,
+            "name": user.name,
+            "group_id": group_id,
+            "expires_at": invitation.expires_at,
+        }),
+    )
     .await?;
     Ok(())
 }
