@@ -14,6 +14,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::*;
 
 mod auth;
+mod users;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -1365,6 +1366,35 @@ impl Store for SqliteStore {
     // ---- admin: accounts and codes ----
 
     // ---- admin: users and groups ----
+    async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        users::group(self, id).await
+    }
+    async fn update_user(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError> {
+        users::update_user(&self.pool, user_id, name, now, actor).await
+    }
+    async fn set_user_groups(
+        &self,
+        user_id: &str,
+        group_ids: &[String],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError> {
+        users::set_user_groups(&self.pool, user_id, group_ids, now, actor).await
+    }
+    async fn delete_group(
+        &self,
+        group_id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        users::delete_group(&self.pool, group_id, now, actor).await
+    }
 
     // ---- admin: recorders ----
 }
