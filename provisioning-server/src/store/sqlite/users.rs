@@ -25,6 +25,14 @@ pub(super) async fn group(store: &SqliteStore, id: &str) -> Result<Option<Group>
         .find(|g| g.id == id))
 }
 
+/// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`). A deferred
+/// one reads first and then upgrades, and SQLite refuses that upgrade at once ("database
+/// is locked", without waiting the busy timeout) while another connection writes; an
+/// immediate one waits for the lock like any other statement.
+async fn write(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 /// The user as stored now, read inside the transaction.
 async fn user_in(tx: &mut Transaction<'_, Sqlite>, user_id: &str) -> Result<User, StoreError> {
     user_where(tx, "u.id = ?", Some(user_id))
@@ -43,7 +51,7 @@ pub(super) async fn update_user(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write(pool).await?;
     let before = user_in(&mut tx, user_id).await?;
     if before.name == name {
         return Ok(before);
@@ -84,7 +92,7 @@ pub(super) async fn set_user_groups(
             "a user must be in at least one group".into(),
         ));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = write(pool).await?;
     let user = user_in(&mut tx, user_id).await?;
     for group_id in &wanted {
         let found: Option<String> =
@@ -153,7 +161,7 @@ pub(super) async fn delete_group(
     now: i64,
     actor: Actor<'_>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = write(pool).await?;
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT account_id, name FROM groups WHERE id = ?")
             .bind(group_id)
@@ -450,6 +458,35 @@ mod tests {
             store.delete_group(&viewers.id, 7, "t").await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_wait_for_each_other_instead_of_failing() {
+        let (_dir, store) = setup().await;
+        let store = std::sync::Arc::new(store);
+        let admins = group_named(&store, "a", ADMINISTRATORS_GROUP).await;
+        let viewers = new_group(&store, "a", "Viewers", &[Permission::RecordersView]).await;
+        active_user(&store, "a", "boss@example.com", &admins.id).await;
+        let mut users = Vec::new();
+        for i in 0..8 {
+            users.push(active_user(&store, "a", &format!("u{i}@example.com"), &admins.id).await);
+        }
+        let mut tasks = Vec::new();
+        for (i, user) in users.into_iter().enumerate() {
+            let store = store.clone();
+            let viewers = viewers.id.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .update_user(&user.id, &format!("Name {i}"), 5, "t")
+                    .await?;
+                store.set_user_groups(&user.id, &[viewers], 5, "t").await
+            }));
+        }
+        for task in tasks {
+            let user = task.await.unwrap().unwrap();
+            assert_eq!(user.groups, vec!["Viewers".to_string()]);
+        }
+        assert_eq!(group_named(&store, "a", "Viewers").await.members, 8);
     }
 
     #[tokio::test]
