@@ -13,9 +13,11 @@
 
 pub mod audit;
 pub mod caller;
+pub mod groups;
 pub mod page;
 pub mod session;
 pub mod tokens;
+pub mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,7 +103,9 @@ fn routes() -> OpenApiRouter<Shared> {
     let admin = OpenApiRouter::new()
         .merge(session::routes())
         .merge(tokens::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(users::routes())
+        .merge(groups::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, admin)
 }
 
