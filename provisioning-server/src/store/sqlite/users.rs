@@ -392,7 +392,7 @@ mod tests {
         );
 
         let moved = store
-            .set_user_groups(&user.id, &[viewers.id.clone()], 5, "t")
+            .set_user_groups(&user.id, std::slice::from_ref(&viewers.id), 5, "t")
             .await
             .unwrap();
         assert_eq!(moved.groups, vec!["Viewers".to_string()]);
@@ -411,7 +411,7 @@ mod tests {
         let before = actions(&store).await.len();
         assert!(matches!(
             store
-                .set_user_groups(&boss.id, &[viewers.id.clone()], 5, "t")
+                .set_user_groups(&boss.id, std::slice::from_ref(&viewers.id), 5, "t")
                 .await,
             Err(StoreError::LastAdministrator { .. })
         ));
@@ -444,7 +444,7 @@ mod tests {
             "{err}"
         );
         store
-            .set_user_groups(&user.id, &[admins.id.clone()], 5, "t")
+            .set_user_groups(&user.id, std::slice::from_ref(&admins.id), 5, "t")
             .await
             .unwrap();
         store.delete_group(&viewers.id, 6, "t").await.unwrap();
