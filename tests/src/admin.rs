@@ -263,7 +263,8 @@ pub fn link_token(text: &str) -> String {
     rest.chars().take_while(char::is_ascii_hexdigit).collect()
 }
 
-/// The token of the newest invitation mailed to `to`.
+/// The token of the newest invitation mailed to `to` (by file time, which is coarse: to
+/// tell apart two mails written within milliseconds, compare the tokens instead).
 pub fn mailed_token(server: &Server, to: &str) -> String {
     let texts = outbox_texts(server, to);
     link_token(texts.last().unwrap_or_else(|| panic!("no mail to {to}")))
