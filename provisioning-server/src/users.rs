@@ -311,6 +311,30 @@ pub async fn set_disabled(
     Ok((user, changed))
 }
 
+/// The link that accepts an invitation: `{base_url}/invitations/accept#token=<token>`. The
+/// token goes in the fragment, which browsers do not send to servers or put in Referer
+/// headers; the console page posts it to the API. The same form as the CLI prints.
+pub fn invitation_link(base_url: &str, token: &str) -> String {
+    format!(
+        "{}/invitations/accept#token={token}",
+        base_url.trim_end_matches('/')
+    )
+}
+
+/// Renames a user (the name is checked like an invited one); audited `user.updated`.
+pub async fn rename(
+    store: &Arc<dyn Store>,
+    user_id: &str,
+    name: &str,
+    actor: Actor<'_>,
+) -> Result<User, UserError> {
+    let name = checked_name(name)?;
+    match store.update_user(user_id, &name, now(), actor).await {
+        Err(StoreError::NotFound { .. }) => Err(UserError::UserNotFound(user_id.to_owned())),
+        other => Ok(other?),
+    }
+}
+
 /// Creates a group in the account with the given permissions.
 pub async fn create_group(
     store: &Arc<dyn Store>,
@@ -636,6 +660,32 @@ mod tests {
         set_group_permissions(&store, &account, ADMINISTRATORS_GROUP, &admin, "t")
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn the_invitation_link_carries_the_token_in_the_fragment() {
+        assert_eq!(
+            invitation_link("https://prov.example.com/", "ab12"),
+            "https://prov.example.com/invitations/accept#token=ab12"
+        );
+    }
+
+    #[tokio::test]
+    async fn renaming_checks_the_name_like_an_invitation() {
+        let (_dir, store, account) = setup().await;
+        let user = active_admin(&store, &account, "a@example.com").await;
+        let renamed = rename(&store, &user.id, "  Ada Lovelace ", "t")
+            .await
+            .unwrap();
+        assert_eq!(renamed.name, "Ada Lovelace");
+        assert!(matches!(
+            rename(&store, &user.id, "   ", "t").await,
+            Err(UserError::InvalidName)
+        ));
+        assert!(matches!(
+            rename(&store, "nobody", "Ada", "t").await,
+            Err(UserError::UserNotFound(_))
+        ));
     }
 
     #[tokio::test]

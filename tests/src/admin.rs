@@ -413,3 +413,126 @@ fn base64(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The mails the server wrote to its outbox (no SMTP relay configured) for `to`, oldest
+/// first, each as the decoded text of its text/plain part.
+pub fn outbox_texts(server: &Server, to: &str) -> Vec<String> {
+    let dir = server.data_dir().join("outbox");
+    let mut mails: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(&dir)
+        .map(|entries| entries.map(|e| e.expect("outbox entry").path()).collect())
+        .unwrap_or_else(|_| Vec::new())
+        .into_iter()
+        .filter(|p: &PathBuf| p.extension().is_some_and(|e| e == "eml"))
+        .filter_map(|p| {
+            let raw = std::fs::read_to_string(&p).expect("read .eml");
+            let addressed = raw
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(to));
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            addressed.then(|| (modified, mail_text(&raw)))
+        })
+        .collect();
+    mails.sort_by_key(|(at, _)| *at);
+    mails.into_iter().map(|(_, text)| text).collect()
+}
+
+/// The token of the accept link (`…/invitations/accept#token=<hex>`) in a mail's text.
+pub fn accept_token_in(text: &str) -> String {
+    let (_, rest) = text
+        .split_once("/invitations/accept#token=")
+        .unwrap_or_else(|| panic!("no accept link in the mail:\n{text}"));
+    rest.chars().take_while(char::is_ascii_hexdigit).collect()
+}
+
+/// The token of the newest invitation mailed to `to` (by file time, which is coarse: to
+/// tell apart two mails written within milliseconds, compare the tokens instead).
+pub fn mailed_token(server: &Server, to: &str) -> String {
+    let texts = outbox_texts(server, to);
+    accept_token_in(texts.last().unwrap_or_else(|| panic!("no mail to {to}")))
+}
+
+/// The decoded text/plain part of a MIME message (7bit, quoted-printable or base64).
+fn mail_text(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let start = raw
+        .to_ascii_lowercase()
+        .find("content-type: text/plain")
+        .expect("a text/plain part");
+    let part = &raw[start..];
+    let (head, body) = part.split_once("\n\n").expect("part headers end");
+    let body = body.split("\n--").next().unwrap_or(body);
+    let encoding = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-transfer-encoding:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "quoted-printable" => decode_quoted_printable(body),
+        "base64" => String::from_utf8(decode_base64(body)).expect("UTF-8 text"),
+        _ => body.to_owned(),
+    }
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("UTF-8 text")
+}
+
+fn decode_base64(body: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in body
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = ALPHABET.iter().position(|a| *a == c).expect("base64 digit") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Runs SQL on the server's database with the `sqlite3` CLI (the server keeps running: the
+/// database is in WAL mode), e.g. to age a row the way the clock would.
+pub fn sqlite(server: &Server, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(server.data_dir().join("contera.db"))
+        .arg(".timeout 10000")
+        .arg(sql)
+        .output()
+        .expect("sqlite3 runs (apt install sqlite3)");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

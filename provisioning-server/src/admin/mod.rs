@@ -15,10 +15,12 @@ pub mod accounts;
 pub mod audit;
 pub mod caller;
 pub mod codes;
+pub mod groups;
 pub mod page;
 pub mod recorders;
 pub mod session;
 pub mod tokens;
+pub mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,7 +109,9 @@ fn routes() -> OpenApiRouter<Shared> {
         .merge(audit::routes())
         .merge(recorders::routes())
         .merge(accounts::routes())
-        .merge(codes::routes());
+        .merge(codes::routes())
+        .merge(users::routes())
+        .merge(groups::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, admin)
 }
 

@@ -768,4 +768,38 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: i64,
     ) -> Result<Vec<crate::accounts::RecorderCounts>, StoreError>;
+    // Admin API: users and groups. Every write is one transaction with its audit row.
+
+    /// One group by id, with its permissions and member count.
+    async fn group(&self, id: &str) -> Result<Option<Group>, StoreError>;
+    /// Renames the user; audits `user.updated` with the old and the new name. Returns the
+    /// user as stored now, and writes nothing (no audit row either) when the name is the
+    /// same. `NotFound` for an unknown user.
+    async fn update_user(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError>;
+    /// Replaces the user's groups with `group_ids` (at least one, every one a group of the
+    /// user's account: `NotFound` otherwise); audits `user.groups_set` with the old and the
+    /// new group ids. Refused with `LastAdministrator` when it would leave the account
+    /// without an active user holding `users.manage` and `groups.manage`. Returns the user
+    /// as stored now.
+    async fn set_user_groups(
+        &self,
+        user_id: &str,
+        group_ids: &[String],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError>;
+    /// Deletes a group and its permissions; audits `group.deleted`. A group that still has
+    /// members, and the account's Administrators group, are refused with `Conflict`.
+    async fn delete_group(
+        &self,
+        group_id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError>;
 }

@@ -16,6 +16,7 @@ use super::*;
 mod accounts;
 mod auth;
 mod recorders;
+mod users;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -1240,18 +1241,18 @@ impl Store for SqliteStore {
     }
     async fn api_token_by_hash(&self, token_hash: &[u8]) -> Result<Option<ApiToken>, StoreError> {
         Ok(
-            auth::api_token_where(&self.pool, "token_hash = ?", token_hash)
+            auth::api_token_where(&self.pool, auth::TokenKey::Hash(token_hash))
                 .await?
                 .pop(),
         )
     }
     async fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
-        Ok(auth::api_token_where(&self.pool, "id = ?", id.as_bytes())
+        Ok(auth::api_token_where(&self.pool, auth::TokenKey::Id(id))
             .await?
             .pop())
     }
     async fn api_tokens(&self, user_id: &str) -> Result<Vec<ApiToken>, StoreError> {
-        auth::api_token_where(&self.pool, "user_id = ?", user_id.as_bytes()).await
+        auth::api_token_where(&self.pool, auth::TokenKey::User(user_id)).await
     }
     async fn revoke_api_token(
         &self,
@@ -1334,6 +1335,35 @@ impl Store for SqliteStore {
     }
 
     // ---- admin: users and groups ----
+    async fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        users::group(self, id).await
+    }
+    async fn update_user(
+        &self,
+        user_id: &str,
+        name: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError> {
+        users::update_user(&self.pool, user_id, name, now, actor).await
+    }
+    async fn set_user_groups(
+        &self,
+        user_id: &str,
+        group_ids: &[String],
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<User, StoreError> {
+        users::set_user_groups(&self.pool, user_id, group_ids, now, actor).await
+    }
+    async fn delete_group(
+        &self,
+        group_id: &str,
+        now: i64,
+        actor: Actor<'_>,
+    ) -> Result<(), StoreError> {
+        users::delete_group(&self.pool, group_id, now, actor).await
+    }
 
     // ---- admin: recorders ----
     async fn recorder_page(&self, query: &RecorderQuery) -> Result<Vec<Recorder>, StoreError> {

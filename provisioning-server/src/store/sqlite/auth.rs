@@ -220,17 +220,32 @@ pub(super) async fn create_api_token(
     Ok(())
 }
 
+/// What a token lookup goes by: its hash (a BLOB column) or an id (TEXT): bound with the
+/// column's own type, since SQLite never finds a TEXT value by a BLOB of the same bytes.
+pub(super) enum TokenKey<'a> {
+    Hash(&'a [u8]),
+    Id(&'a str),
+    User(&'a str),
+}
+
 pub(super) async fn api_token_where(
     pool: &SqlitePool,
-    condition: &str,
-    param: &[u8],
+    key: TokenKey<'_>,
 ) -> Result<Vec<ApiToken>, StoreError> {
-    let rows = sqlx::query(&format!(
+    let condition = match key {
+        TokenKey::Hash(_) => "token_hash = ?",
+        TokenKey::Id(_) => "id = ?",
+        TokenKey::User(_) => "user_id = ?",
+    };
+    let query = format!(
         "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE {condition} ORDER BY created_at DESC, id"
-    ))
-    .bind(param)
-    .fetch_all(pool)
-    .await?;
+    );
+    let query = sqlx::query(&query);
+    let query = match key {
+        TokenKey::Hash(hash) => query.bind(hash),
+        TokenKey::Id(text) | TokenKey::User(text) => query.bind(text),
+    };
+    let rows = query.fetch_all(pool).await?;
     Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
 }
 
