@@ -88,7 +88,8 @@ fn started(logged_in: LoggedIn) -> Response {
 /// answer in the same time; 10 failures per email in 15 minutes or 100 per address in an
 /// hour are answered 429 with `Retry-After`.
 #[utoipa::path(
-    post, path = "/session/login", tag = "session", request_body = LoginRequest,
+    post, path = "/session/login", tag = "session", operation_id = "login",
+    request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = SessionStarted),
         (status = 401, description = "Wrong email or password", body = ErrorDoc),
@@ -114,7 +115,7 @@ async fn login(
 
 /// Ends the calling session (or nothing, for an API token) and clears the cookie.
 #[utoipa::path(
-    post, path = "/session/logout", tag = "session",
+    post, path = "/session/logout", tag = "session", operation_id = "logout",
     responses((status = 204, description = "Logged out")),
     security(("session" = []), ("token" = []))
 )]
@@ -144,7 +145,7 @@ pub struct Me {
 }
 
 #[utoipa::path(
-    get, path = "/session", tag = "session",
+    get, path = "/session", tag = "session", operation_id = "me",
     responses(
         (status = 200, body = Me),
         (status = 401, description = "Not logged in", body = ErrorDoc),
@@ -178,7 +179,8 @@ pub struct Accepted {
 /// Sends a reset link to the email if it belongs to an active user. The answer is the
 /// same, and as fast, either way: the link is made and mailed after answering.
 #[utoipa::path(
-    post, path = "/session/forgot", tag = "session", request_body = ForgotRequest,
+    post, path = "/session/forgot", tag = "session", operation_id = "forgot",
+    request_body = ForgotRequest,
     responses((status = 202, description = "A link was sent if the email is known", body = Accepted))
 )]
 async fn forgot(
@@ -226,7 +228,8 @@ pub struct ResetRequest {
 /// Sets a new password with a reset link. Every session and API token of the user ends;
 /// log in again with the new password.
 #[utoipa::path(
-    post, path = "/session/reset", tag = "session", request_body = ResetRequest,
+    post, path = "/session/reset", tag = "session", operation_id = "reset",
+    request_body = ResetRequest,
     responses(
         (status = 200, body = User),
         (status = 400, description = "The password does not meet the rules", body = ErrorDoc),
@@ -258,7 +261,8 @@ pub struct AcceptInvitation {
 /// Accepts an invitation: sets the password, records the age confirmation and the terms
 /// version accepted, and logs the user in.
 #[utoipa::path(
-    post, path = "/invitations/accept", tag = "session", request_body = AcceptInvitation,
+    post, path = "/invitations/accept", tag = "session", operation_id = "accept",
+    request_body = AcceptInvitation,
     responses(
         (status = 200, description = "Active and logged in", body = SessionStarted),
         (status = 400, description = "Password rules, age or terms", body = ErrorDoc),
@@ -302,7 +306,10 @@ pub struct Terms {
     pub password_max_chars: usize,
 }
 
-#[utoipa::path(get, path = "/terms", tag = "session", responses((status = 200, body = Terms)))]
+#[utoipa::path(
+    get, path = "/terms", tag = "session", operation_id = "terms",
+    responses((status = 200, body = Terms))
+)]
 async fn terms(State(state): State<Shared>) -> Json<Terms> {
     Json(Terms {
         version: state.config.terms_version.clone(),
