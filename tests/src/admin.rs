@@ -536,3 +536,181 @@ pub fn sqlite(server: &Server, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Invites another user into `account` with the CLI (default group: Administrators) and
+/// accepts through the API; returns their logged-in client and user id.
+pub fn invite_and_accept(
+    server: &Server,
+    account: &str,
+    email: &str,
+    name: &str,
+) -> (AdminClient, String) {
+    let invited = server.admin_json(&[
+        "users",
+        "invite",
+        "--account",
+        account,
+        "--email",
+        email,
+        "--name",
+        name,
+    ]);
+    let token = invited["token"].as_str().expect("token in invite --json");
+    let mut client = AdminClient::new(server);
+    let accepted = client.accept(token, GOOD_PASSWORD).expect(200);
+    let user_id = accepted.body["user"]["id"].as_str().unwrap().to_owned();
+    (client, user_id)
+}
+
+/// Runs SQL on the server's database with the `sqlite3` CLI while the server runs (WAL
+/// mode allows it): the tests' way to make time pass for sessions, tokens and links.
+/// Returns what it printed; panics unless it succeeded.
+pub fn sql(server: &Server, statements: &str) -> String {
+    let db = server.data_dir().join("contera.db");
+    let out = Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 10000"])
+        .arg(&db)
+        .arg(statements)
+        .output()
+        .expect("sqlite3 runs (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "sqlite3 {} {statements:?}: {}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The mail files in `dir` (an outbox, or a maildir's `new/`), leaving out the hidden
+/// temporary files written before an atomic rename.
+pub fn mail_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| !n.starts_with('.') && !n.ends_with(".tmp"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Waits (up to 30 s) for a mail file in `dir` that is not in `seen`, adds it there and
+/// returns its bytes. Panics when more than one new file appears: each step of a test
+/// expects exactly one message.
+pub fn wait_for_mail(dir: &std::path::Path, seen: &mut Vec<PathBuf>) -> Vec<u8> {
+    let new = crate::wait_for(
+        std::time::Duration::from_secs(30),
+        &format!("a new message in {}", dir.display()),
+        || {
+            let new: Vec<PathBuf> = mail_files(dir)
+                .into_iter()
+                .filter(|p| !seen.contains(p))
+                .collect();
+            (!new.is_empty()).then_some(new)
+        },
+    );
+    assert_eq!(new.len(), 1, "one new message expected: {new:?}");
+    seen.push(new[0].clone());
+    std::fs::read(&new[0]).expect("read the message")
+}
+
+/// The link in `text` containing `marker` (e.g. `/password/reset#token=`) and the token
+/// after the marker, or None. A link ends at white space, a quote or an angle bracket.
+pub fn find_link(text: &str, marker: &str) -> Option<(String, String)> {
+    let link = text
+        .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+        .find(|word| word.contains(marker))?;
+    let token = &link[link.find(marker)? + marker.len()..];
+    Some((link.to_owned(), token.to_owned()))
+}
+
+/// True when `s` is `n` lowercase hex digits.
+pub fn is_hex(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl AdminClient {
+    /// A request like [`AdminClient::request`] with extra `curl` arguments, e.g.
+    /// `["--interface", "127.0.0.2"]` to come from another loopback address.
+    pub fn request_with(
+        &self,
+        curl_args: &[&str],
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
+        let url = if path.starts_with("/api/") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/v1/admin{path}", self.base)
+        };
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let head_file = scratch.path().join("head");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "-w", "\n%{http_code}", "--cacert"])
+            .arg(&self.ca)
+            .arg("-D")
+            .arg(&head_file)
+            .arg("-b")
+            .arg(self.jar_file())
+            .arg("-c")
+            .arg(self.jar_file())
+            .args(curl_args);
+        if let Some(csrf) = &self.csrf {
+            cmd.arg("-H").arg(format!("x-csrf-token: {csrf}"));
+        }
+        if let Some(token) = &self.bearer {
+            cmd.arg("-H").arg(format!("authorization: Bearer {token}"));
+        }
+        for h in &self.headers {
+            cmd.arg("-H").arg(h);
+        }
+        if let Some(body) = body {
+            let file = scratch.path().join("body");
+            std::fs::write(&file, body.to_string()).expect("write body");
+            cmd.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(format!("@{}", file.display()));
+        }
+        let out = cmd.arg(&url).output().expect("curl runs");
+        assert!(
+            out.status.success(),
+            "curl {method} {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (text, status) = all.rsplit_once('\n').expect("status line");
+        let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+        let headers = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Answer {
+            status: status.trim().parse().expect("HTTP status"),
+            headers,
+            body: serde_json::from_str(text).unwrap_or(Value::Null),
+            text: text.to_owned(),
+        }
+    }
+
+    /// A client with no session that sends `cookie` as the session cookie: replays a
+    /// cookie the server may have ended, whatever the jar did with it.
+    pub fn with_cookie(&self, cookie: &str) -> AdminClient {
+        let mut c = self.fresh();
+        c.headers
+            .push(format!("cookie: {}={cookie}", crate::admin::SESSION_COOKIE));
+        c
+    }
+}
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "__Host-contera_session";
