@@ -127,8 +127,7 @@ fn build_world(server: &Server, rng: &mut Rng, scratch: &std::path::Path) -> (Wo
         let recorder = rng
             .chance(60)
             .then(|| enroll_with_curl(server, &code, &format!("SCOPE-{i}"), scratch).recorder_id);
-        let code_public_id = server.admin_json(&["accounts", "show", &id, "--json"])
-            ["code_public_id"]
+        let code_public_id = server.admin_json(&["accounts", "show", &id])["code_public_id"]
             .as_str()
             .unwrap()
             .to_owned();
@@ -161,7 +160,6 @@ fn build_world(server: &Server, rng: &mut Rng, scratch: &std::path::Path) -> (Wo
             acct.id.clone(),
             "--name".into(),
             format!("Random {i}"),
-            "--json".into(),
         ];
         for p in &permissions {
             args.extend(["--permission".into(), (*p).into()]);
@@ -181,7 +179,6 @@ fn build_world(server: &Server, rng: &mut Rng, scratch: &std::path::Path) -> (Wo
             "Scope User",
             "--group",
             &format!("Random {i}"),
-            "--json",
         ]);
         let token = invited["token"].as_str().unwrap();
         let mut client = AdminClient::new(server);
