@@ -115,6 +115,11 @@ struct Failures {
     by_address: HashMap<ClientKey, VecDeque<Instant>>,
 }
 
+/// Reset mails one email can be sent per hour.
+pub const RESETS_PER_EMAIL_PER_HOUR: u32 = 5;
+/// "Forgot password" requests one address can make per hour.
+pub const RESETS_PER_ADDRESS_PER_HOUR: u32 = 30;
+
 /// Past this many tracked emails or addresses, expired entries are swept before adding.
 const MAX_TRACKED: usize = 100_000;
 
@@ -145,11 +150,31 @@ fn refused_for(
 }
 
 impl LoginLimits {
+    /// Failed logins, as configured in `[admin]`.
     pub fn new(config: &AdminSection) -> Self {
+        Self::with(
+            config.login_failures_per_email,
+            Duration::from_secs(u64::from(config.login_failure_window_minutes) * 60),
+            config.login_failures_per_address_per_hour,
+        )
+    }
+
+    /// "Forgot password" requests: [`RESETS_PER_EMAIL_PER_HOUR`] per email and
+    /// [`RESETS_PER_ADDRESS_PER_HOUR`] per address, so nobody can flood a mailbox with
+    /// reset mail or the relay with messages. Unknown emails count the same as known ones.
+    pub fn resets() -> Self {
+        Self::with(
+            RESETS_PER_EMAIL_PER_HOUR,
+            Duration::from_secs(3600),
+            RESETS_PER_ADDRESS_PER_HOUR,
+        )
+    }
+
+    fn with(per_email: u32, email_window: Duration, per_address: u32) -> Self {
         LoginLimits {
-            per_email: config.login_failures_per_email,
-            email_window: Duration::from_secs(u64::from(config.login_failure_window_minutes) * 60),
-            per_address: config.login_failures_per_address_per_hour,
+            per_email,
+            email_window,
+            per_address,
             address_window: Duration::from_secs(3600),
             failures: Mutex::new(Failures::default()),
         }

@@ -160,6 +160,7 @@ pub async fn launch(
             .trim_end_matches('/')
             .to_owned(),
         login_limits: crate::auth::LoginLimits::new(&config.admin),
+        reset_limits: crate::auth::LoginLimits::resets(),
         data_dir: config.data_dir.clone(),
     }));
     let router = api::router(state.clone(), admin);

@@ -84,3 +84,23 @@ fn changing_the_password_ends_every_other_session_and_token_and_renews_this_one(
         .login("boss@acme.test", "another fine passphrase 7")
         .expect(200);
 }
+
+#[test]
+fn forgot_password_requests_are_limited_per_email_alike_for_known_and_unknown_ones() {
+    let server = Server::start();
+    let (client, _, _) = first_administrator(&server, "Acme", "boss@acme.test");
+    let anonymous = client.fresh();
+    for email in ["boss@acme.test", "nobody@acme.test"] {
+        for _ in 0..5 {
+            anonymous
+                .post("/session/forgot", &json!({ "email": email }))
+                .expect(202);
+        }
+        let refused = anonymous
+            .post("/session/forgot", &json!({ "email": email }))
+            .expect(429);
+        let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        assert!(refused.text.contains("password reset"), "{}", refused.text);
+    }
+}

@@ -53,6 +53,8 @@ pub struct AdminState {
     /// Put in front of links in mail (`[mail] public_base_url`).
     pub base_url: String,
     pub login_limits: LoginLimits,
+    /// "Forgot password" requests per email and per address ([`LoginLimits::resets`]).
+    pub reset_limits: LoginLimits,
     /// Holds `secrets/codes.key`, to show registration codes to those allowed.
     pub data_dir: PathBuf,
 }

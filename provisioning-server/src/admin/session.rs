@@ -180,13 +180,28 @@ pub struct Accepted {
 /// same, and as fast, either way: the link is made and mailed after answering.
 #[utoipa::path(
     post, path = "/session/forgot", tag = "session", operation_id = "forgot_password", request_body = ForgotRequest,
-    responses((status = 202, description = "A link was sent if the email is known", body = Accepted))
+    responses(
+        (status = 202, description = "A link was sent if the email is known", body = Accepted),
+        (status = 429, description = "Too many requests for this email or from this address", body = ErrorDoc),
+    )
 )]
 async fn forgot(
     State(state): State<Shared>,
     Source(source): Source,
     ApiJson(req): ApiJson<ForgotRequest>,
-) -> (StatusCode, Json<Accepted>) {
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    if let Err(auth::AuthError::TooManyFailures { retry_after_secs }) =
+        state.reset_limits.check(&req.email, source)
+    {
+        return Err(ApiError::new(
+            contera_protocol::ErrorCode::RateLimited,
+            format!(
+                "too many password reset requests for this email or from this address; retry in {retry_after_secs} s"
+            ),
+        )
+        .with_retry_after(retry_after_secs));
+    }
+    state.reset_limits.fail(&req.email, source);
     tokio::spawn(async move {
         match auth::request_reset(&state.store, &req.email, source).await {
             Ok(Some((user, token))) => {
@@ -206,14 +221,14 @@ async fn forgot(
             Err(e) => log::error!("password reset request failed: {e}"),
         }
     });
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
             message:
                 "if this email belongs to a user, a link to choose a new password is on its way"
                     .into(),
         }),
-    )
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

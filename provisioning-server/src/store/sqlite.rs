@@ -854,7 +854,7 @@ impl Store for SqliteStore {
                 "UPDATE accounts SET disabled_at = ?, disabled_by = ? WHERE id = ? AND disabled_at IS NULL",
             )
             .bind(now)
-            .bind(actor)
+            .bind(split_actor(actor).0)
             .bind(id)
         } else {
             sqlx::query(
@@ -1462,7 +1462,8 @@ async fn insert_code(
     .bind(&code.label)
     .bind(code.expires_at)
     .bind(code.max_uses)
-    .bind(&code.created_by)
+    // Who, without the address: that belongs in the audit row, not on the code.
+    .bind(split_actor(&code.created_by).0)
     .bind(&code.sealed.nonce)
     .bind(&code.sealed.ciphertext)
     .execute(&mut **tx)
@@ -1607,7 +1608,7 @@ async fn insert_invited_user(
     .bind(&user.email)
     .bind(&user.name)
     .bind(user.created_at)
-    .bind(&user.created_by)
+    .bind(split_actor(&user.created_by).0)
     .execute(&mut **tx)
     .await;
     account_row(inserted, &user.account_id, || {
