@@ -145,10 +145,7 @@ fn a_partner_creates_accounts_whose_invited_administrators_see_only_their_subtre
     let code = &west.body["registration_code"];
     assert_eq!(code["label"], "Initial code");
     assert_eq!(code["state"], "active");
-    assert_eq!(
-        code["created_by"],
-        json!(format!("user:{boss_id}"))
-    );
+    assert_eq!(code["created_by"], json!(format!("user:{boss_id}")));
     assert_eq!(
         code["public_id"].as_str(),
         Some(public_id(code["registration_code"].as_str().unwrap()))
@@ -371,10 +368,7 @@ fn accounts_are_changed_and_disabled_below_the_caller_and_enrollment_follows() {
         .expect(200)
         .body;
     assert_eq!(disabled["disabled_via"], json!(store_id));
-    assert_eq!(
-        disabled["disabled_by"],
-        json!(format!("user:{boss_id}"))
-    );
+    assert_eq!(disabled["disabled_by"], json!(format!("user:{boss_id}")));
     assert!(disabled["disabled_at"].is_i64());
     // Again: nothing changes.
     let again = boss
@@ -428,10 +422,7 @@ fn codes_are_made_shown_limited_rotated_and_disabled_and_enrollment_follows() {
     assert_eq!(made.body["uses"], 0);
     assert_eq!(made.body["state"], "active");
     assert_eq!(made.body["account_id"], json!(store_id));
-    assert_eq!(
-        made.body["created_by"],
-        json!(format!("user:{boss_id}"))
-    );
+    assert_eq!(made.body["created_by"], json!(format!("user:{boss_id}")));
 
     let first = enroll_with_curl(&server, &c1, "NVR-C-1", scratch.path());
     assert_eq!(

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde_json::Value;
+
 fn demo(listen: &str, tmpdir: &Path) -> Output {
     let bin_dir = contera_e2e::bin("contera-agent")
         .parent()
@@ -181,5 +183,78 @@ fn the_readme_local_agent_toml_validates_and_enrolls_against_a_local_server() {
         String::from_utf8_lossy(&out.stdout).contains("joined the account \"Store 12\""),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The README's admin session (between `<!-- admin-session -->` markers) runs as written
+/// against a real server: log in, make an API token, create a customer account with its
+/// first user, and read the account's registration code with the token.
+#[test]
+fn the_readme_admin_session_creates_a_customer_and_reads_its_code_with_a_token() {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("<!-- admin-session -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /admin-session -->").next())
+        .expect("the README has an admin session block");
+    let script = block
+        .trim()
+        .trim_start_matches("```sh")
+        .trim_end_matches("```")
+        .to_owned();
+
+    let server = contera_e2e::Server::start();
+    let (partner, _) = server.create_account("Acme Integrators", "partner", None);
+    let invited = server.admin_json(&[
+        "users",
+        "invite",
+        "--account",
+        &partner,
+        "--email",
+        "jo@acme.example",
+        "--name",
+        "Jo Doe",
+    ]);
+    let mut jo = contera_e2e::admin::AdminClient::new(&server);
+    jo.accept(
+        invited["token"].as_str().unwrap(),
+        "a long passphrase of yours",
+    )
+    .expect(200);
+
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .current_dir(work.path())
+        .env("S", format!("{}/api/v1/admin", server.url()))
+        .env("C", format!("--cacert {}", server.ca_file().display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the README admin session failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = stdout.trim();
+    let customers: Vec<Value> = server
+        .admin_json(&["accounts", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "Store 12")
+        .cloned()
+        .collect();
+    assert_eq!(customers.len(), 1, "one customer account was made");
+    assert_eq!(customers[0]["parent_id"], Value::String(partner));
+    let public_id = customers[0]["code_public_id"].as_str().unwrap();
+    let shown = server.admin_json(&["codes", "show", public_id]);
+    assert_eq!(shown["registration_code"].as_str(), Some(code), "{stdout}");
+    assert!(
+        contera_e2e::admin::outbox(&server)
+            .iter()
+            .any(|m| m.to.contains("ann@store12.example") && m.subject == "Account Invitation"),
+        "the first user got the invitation"
     );
 }
