@@ -172,6 +172,9 @@ pub struct ServeArgs {
     /// Heartbeat interval recorders are told to use, in seconds
     #[arg(long = "heartbeat-interval", value_name = "SECS")]
     pub heartbeat_interval_secs: Option<u32>,
+    /// Address the web console listens on, e.g. 127.0.0.1:8444 (port 0 picks a free port)
+    #[arg(long = "console-listen")]
+    pub console_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +307,9 @@ pub fn resolve_config(cli: &Cli) -> Result<ServerConfig, ConfigError> {
         }
         if let Some(secs) = args.heartbeat_interval_secs {
             config.heartbeat_interval_secs = secs;
+        }
+        if let Some(listen) = args.console_listen {
+            config.console.listen = listen;
         }
     }
     config.validate()?;

@@ -92,6 +92,38 @@ pub struct ServerConfig {
     /// The admin API: sessions, login limits, and what accepting an invitation asks.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The web console's own HTTPS listener.
+    #[serde(default)]
+    pub console: ConsoleSection,
+}
+
+/// The web console (and the admin API beside it) on a listener of its own. The device
+/// port asks TLS clients for an optional certificate, which makes browsers that hold any
+/// client certificate ask their user to pick one; this listener never asks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Where the console listens (port 0 picks a free port); printed at start.
+    #[serde(default = "default_console_listen")]
+    pub listen: SocketAddr,
+    /// A certificate chain (PEM) browsers already trust, for the console only. Unset, the
+    /// console uses the server certificate from `DATA/tls/`, which browsers trust only
+    /// once `ca.pem` is installed.
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    /// The private key (PEM) of `certificate_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty section gives the defaults")
+    }
+}
+
+fn default_console_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8444))
 }
 
 /// The admin API's sessions, login limits and acceptance terms.
@@ -561,6 +593,12 @@ impl ServerConfig {
             if value == 0 {
                 problems.push(format!("{key} = 0: use at least 1"));
             }
+        }
+        if self.console.certificate_file.is_some() != self.console.key_file.is_some() {
+            problems.push(
+                "console.certificate_file and console.key_file go together: set both, or neither to use the server certificate"
+                    .into(),
+            );
         }
         if admin.terms_version.trim().is_empty() {
             problems.push(
