@@ -715,8 +715,12 @@ pub(super) async fn account_page(
                 &format!("/accounts/{id}/codes?limit={CODE_PAGE}"),
             )
             .await;
-        match answer.ok().then(|| parse::<ApiPage<CodeInfo>>(&answer)) {
-            Some(Ok(list)) => {
+        let list = answer
+            .ok()
+            .then(|| serde_json::from_value::<ApiPage<CodeInfo>>(answer.body.clone()).ok())
+            .flatten();
+        match list {
+            Some(list) => {
                 let mut shown = Vec::new();
                 for code in list.items {
                     let text = if code.state == "active" && code.can_be_shown {
@@ -730,9 +734,18 @@ pub(super) async fn account_page(
                     };
                     shown.push((code, text));
                 }
-                Some((shown, list.next_cursor.is_some()))
+                Some(Codes {
+                    list: shown,
+                    more: list.next_cursor.is_some(),
+                    failed: None,
+                })
             }
-            _ => None,
+            None if answer.status == StatusCode::FORBIDDEN => None,
+            None => Some(Codes {
+                list: Vec::new(),
+                more: false,
+                failed: Some(said(&answer)),
+            }),
         }
     } else {
         None
@@ -772,7 +785,7 @@ fn account_body(
     account: &AccountInfo,
     query: &AccountQuery,
     sent: &Sent,
-    codes: Option<&(Vec<(CodeInfo, Option<String>)>, bool)>,
+    codes: Option<&Codes>,
     recorders: &Markup,
     subaccounts: Option<&[(AccountInfo, i64, i64)]>,
     now: i64,
@@ -807,8 +820,8 @@ fn account_body(
             _ => {}
         }
 
-        @if let Some((codes, more)) = codes {
-            (codes_section(page, account, codes, *more, sent, now))
+        @if let Some(codes) = codes {
+            (codes_section(page, account, codes, sent, now))
         }
 
         section #recorders.card aria-labelledby="recorders-title" {
@@ -863,7 +876,12 @@ async fn recorders_part(
 ) -> Markup {
     let revoked = query.recorders.as_deref() == Some("revoked");
     let cursor = api_cursor(query.rcursor.as_deref());
-    let fragment = recorders_fragment(state, page, account_id, revoked, cursor, now).await;
+    let fragment = match recorders_fragment(state, page, account_id, revoked, cursor, now).await {
+        Ok(markup) => markup,
+        Err(answer) => html! {
+            p.alert role="alert" { "The recorders could not be read: " (said(&answer)) " Reload the page to try again." }
+        },
+    };
     let mut live = format!("/accounts/{account_id}/recorders/live");
     let mut params = Vec::new();
     if revoked {
@@ -891,7 +909,7 @@ async fn recorders_fragment(
     revoked: bool,
     cursor: Option<&str>,
     now: i64,
-) -> Markup {
+) -> Result<Markup, Answer> {
     let mut path = format!(
         "/recorders?account={account_id}&only_account=true&revoked={revoked}&limit={RECORDER_PAGE}"
     );
@@ -900,9 +918,9 @@ async fn recorders_fragment(
     }
     let answer = state.api.get(&page.read(), &path).await;
     if answer.status == StatusCode::FORBIDDEN {
-        return html! {
+        return Ok(html! {
             p.empty { "Your groups do not include seeing recorders (recorders.view). Ask one of this account's administrators to add it." }
-        };
+        });
     }
     let list = match answer
         .ok()
@@ -910,12 +928,12 @@ async fn recorders_fragment(
     {
         Some(Ok(list)) => list,
         _ => {
-            return html! { p.alert role="alert" { "The recorders could not be read: " (answer.message()) } };
+            return Err(answer);
         }
     };
     let base = format!("/accounts/{account_id}");
     let revoked_param = if revoked { "recorders=revoked&" } else { "" };
-    html! {
+    Ok(html! {
         @if list.items.is_empty() {
             @if revoked {
                 p.empty { "No revoked recorders in this account." }
@@ -973,7 +991,7 @@ async fn recorders_fragment(
                 }
             }
         }
-    }
+    })
 }
 
 /// A recorder's state: Online, Offline or Revoked, and a flag waiting for confirmation.
@@ -1007,7 +1025,7 @@ async fn recorders_live(
         return not_found_page();
     }
     let revoked = query.recorders.as_deref() == Some("revoked");
-    let markup = recorders_fragment(
+    match recorders_fragment(
         &state,
         &page,
         &id,
@@ -1015,8 +1033,11 @@ async fn recorders_live(
         api_cursor(query.rcursor.as_deref()),
         now(),
     )
-    .await;
-    respond(StatusCode::OK, markup)
+    .await
+    {
+        Ok(markup) => respond(StatusCode::OK, markup),
+        Err(answer) => api_error_page(Some(&page), &answer),
+    }
 }
 
 fn subaccounts_section(
@@ -1103,20 +1124,32 @@ fn subaccounts_section(
     }
 }
 
+/// An account's codes as its page shows them: each with its whole text when it still
+/// enrolls.
+pub(super) struct Codes {
+    list: Vec<(CodeInfo, Option<String>)>,
+    /// More codes than the page lists.
+    more: bool,
+    /// Why they could not be read.
+    failed: Option<String>,
+}
+
 fn codes_section(
     page: &Page,
     account: &AccountInfo,
-    codes: &[(CodeInfo, Option<String>)],
-    more: bool,
+    codes: &Codes,
     sent: &Sent,
     now: i64,
 ) -> Markup {
     let manage = page.can("codes.manage");
+    let more = codes.more;
     html! {
         section #codes.card aria-labelledby="codes-title" {
             h2 #codes-title { "Registration codes" }
             p.hint { "An installer enters a code on the recorder to put it into this account. Several codes can work at once, each with its own limits." }
-            @if codes.is_empty() {
+            @if let Some(failed) = &codes.failed {
+                p.alert role="alert" { "The codes could not be read: " (failed) " Reload the page to try again." }
+            } @else if codes.list.is_empty() {
                 p.empty {
                     "This account has no registration code. "
                     @if manage { "Create one below, then enter it on the recorder." }
@@ -1137,7 +1170,7 @@ fn codes_section(
                             }
                         }
                         tbody {
-                            @for (code, text) in codes {
+                            @for (code, text) in &codes.list {
                                 tr data-code=(code.public_id) {
                                     td data-label="Code" {
                                         @if let Some(text) = text {

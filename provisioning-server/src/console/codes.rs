@@ -161,7 +161,7 @@ async fn refused(state: &Shared, page: &Page, account_id: &str, answer: &Answer)
     match answer.status {
         StatusCode::BAD_REQUEST | StatusCode::CONFLICT => {
             let mut errors = Errors::default();
-            errors.add("", said(&answer));
+            errors.add("", said(answer));
             account_page(
                 state,
                 page,
