@@ -947,3 +947,188 @@ fn every_page_carries_the_content_security_policy_and_refuses_framing() {
         .has("<h1>Store &lt;b&gt;12&lt;/b&gt;</h1>")
         .lacks("<b>12</b>");
 }
+
+#[test]
+fn account_details_disabling_enabling_and_a_replacement_are_changed_from_the_pages() {
+    let server = Server::start_with(INTERVAL, &[]);
+    let (api, partner, _) = first_administrator(&server, "Acme", "boss@acme.test");
+    let (store, code) = server.create_account("Store", "customer", Some(&partner));
+    let browser = Browser::login(&server, "boss@acme.test");
+    let csrf = browser.csrf();
+    let page = format!("/accounts/{store}");
+
+    // Details: what is wrong is said next to its field; what changed is saved.
+    browser
+        .post(
+            &page,
+            &[
+                ("csrf", &csrf),
+                ("account_name", " "),
+                ("account_address", ""),
+            ],
+        )
+        .expect(422)
+        .has("id=\"account_name-error\"")
+        .has("<details class=\"edit\" open>");
+    let saved = browser
+        .post(
+            &page,
+            &[
+                ("csrf", &csrf),
+                ("account_name", "Store 12"),
+                ("account_address", "Main Street 1\r\nTown"),
+                ("account_contact", "Jo"),
+            ],
+        )
+        .expect(303);
+    assert_eq!(saved.location(), format!("{page}?done=account-updated"));
+    let account = api.get(&page).expect(200).body;
+    assert_eq!(
+        (&account["name"], &account["address"], &account["contact"]),
+        (
+            &json!("Store 12"),
+            &json!("Main Street 1\nTown"),
+            &json!("Jo")
+        )
+    );
+    let same = browser
+        .post(
+            &page,
+            &[
+                ("csrf", &csrf),
+                ("account_name", "Store 12"),
+                ("account_address", "Main Street 1\r\nTown"),
+                ("account_contact", "Jo"),
+            ],
+        )
+        .expect(303);
+    assert_eq!(same.location(), format!("{page}?done=nothing-changed"));
+
+    // Disabling wants the box ticked; enabling undoes it. One's own account stays.
+    browser
+        .post(&format!("{page}/disable"), &[("csrf", &csrf)])
+        .expect(422)
+        .has("id=\"confirm_disable-error\"");
+    assert_eq!(api.get(&page).expect(200).body["disabled_at"], Value::Null);
+    browser
+        .post(
+            &format!("{page}/disable"),
+            &[("csrf", &csrf), ("confirm_disable", "yes")],
+        )
+        .expect(303);
+    assert!(api.get(&page).expect(200).body["disabled_at"].is_i64());
+    browser
+        .get(&page)
+        .expect(200)
+        .has("<span class=\"badge disabled\">Disabled</span>")
+        .has(">Enable account</button>");
+    browser
+        .post(&format!("{page}/enable"), &[("csrf", &csrf)])
+        .expect(303);
+    assert_eq!(api.get(&page).expect(200).body["disabled_at"], Value::Null);
+    browser
+        .get(&format!("/accounts/{partner}"))
+        .expect(200)
+        .lacks("id=\"disable-account\"");
+    browser
+        .post(
+            &format!("/accounts/{partner}/disable"),
+            &[("csrf", &csrf), ("confirm_disable", "yes")],
+        )
+        .expect(422)
+        .has("You cannot disable your own account");
+
+    // A new key with an enrolled serial is flagged; confirming revokes the old recorder.
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let old = enroll_with_curl(&server, &code, "NVR-SWAP", first.path());
+    let new = enroll_with_curl(&server, &code, "NVR-SWAP", second.path());
+    let flagged = browser
+        .get(&format!("/recorders/{}", new.recorder_id))
+        .expect(200);
+    flagged
+        .has("<span class=\"badge flagged\">Replacement?</span>")
+        .has(&format!(
+            "<a href=\"/recorders/{}\">a recorder enrolled before</a>",
+            old.recorder_id
+        ))
+        .has(">Confirm replacement</button>");
+    let confirmed = browser
+        .post(
+            &format!("/recorders/{}/confirm-replacement", new.recorder_id),
+            &[("csrf", &csrf)],
+        )
+        .expect(303);
+    assert_eq!(
+        confirmed.location(),
+        format!("/recorders/{}?done=replacement-confirmed", new.recorder_id)
+    );
+    assert!(api
+        .get(&format!("/recorders/{}", old.recorder_id))
+        .expect(200)
+        .body["revoked_at"]
+        .is_i64());
+    browser
+        .get(&format!("/recorders/{}", new.recorder_id))
+        .expect(200)
+        .lacks("id=\"confirm-replacement\"");
+    // Confirming again is refused in place, with the API's reason.
+    browser
+        .post(
+            &format!("/recorders/{}/confirm-replacement", new.recorder_id),
+            &[("csrf", &csrf)],
+        )
+        .expect(422)
+        .has("class=\"alert\"");
+
+    // The live fragment without a session: 401, and the page keeps what it shows.
+    let anonymous = Browser::new(&server).get(&format!("{page}/recorders/live"));
+    assert_eq!(anonymous.status, 401);
+    assert!(!anonymous.body.contains("NVR-SWAP"));
+}
+
+#[test]
+fn the_tree_and_the_sub_accounts_are_paged() {
+    let server = Server::start_with(INTERVAL, &[]);
+    let (_api, partner, _) = first_administrator(&server, "Acme", "boss@acme.test");
+    let ids: Vec<String> = (1..=55)
+        .map(|i| {
+            server
+                .create_account(&format!("Store {i:02}"), "customer", Some(&partner))
+                .0
+        })
+        .collect();
+    let browser = Browser::login(&server, "boss@acme.test");
+    let rows = |page: &Html| page.body.matches("<tr data-account=\"").count();
+
+    // The tree: the partner and 49 stores, then the other 6 after the API's cursor.
+    let first = browser.get("/accounts").expect(200);
+    assert_eq!(rows(&first), 50);
+    first
+        .has(&format!("data-account=\"{partner}\""))
+        .has(&format!("data-account=\"{}\"", ids[48]))
+        .lacks(&format!("data-account=\"{}\"", ids[49]));
+    let next = first.between("<a href=\"/accounts?cursor=", "\"");
+    let second = browser.get(&format!("/accounts?cursor={next}")).expect(200);
+    assert_eq!(rows(&second), 6);
+    second
+        .has(&format!("data-account=\"{}\"", ids[54]))
+        .has(">First page</a>")
+        .lacks(">Next page</a>");
+    // A cursor the API did not give is not passed on.
+    browser
+        .get("/accounts?cursor=not-a-cursor")
+        .expect(200)
+        .has(&format!("data-account=\"{partner}\""));
+
+    // The partner's page: 50 sub-accounts a page, by name.
+    let page = browser.get(&format!("/accounts/{partner}")).expect(200);
+    let subaccounts = page.element("section", "id=\"subaccounts\"");
+    assert_eq!(subaccounts.matches("<tr data-account=\"").count(), 50);
+    assert!(subaccounts.contains("Page 1 of 2"), "{subaccounts}");
+    let more = browser
+        .get(&format!("/accounts/{partner}?sub=2"))
+        .expect(200);
+    let subaccounts = more.element("section", "id=\"subaccounts\"");
+    assert_eq!(subaccounts.matches("<tr data-account=\"").count(), 5);
+    assert!(subaccounts.contains(&format!("data-account=\"{}\"", ids[54])));
+}

@@ -1700,3 +1700,112 @@ async fn new_account(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, depth: usize, online: i64, total: i64) -> AccountInfo {
+        serde_json::from_value(json!({
+            "id": id, "name": id, "kind": "partner", "parent_id": null, "created_at": 1,
+            "depth": depth, "recorders_online": online, "recorders_total": total,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn times_read_as_words_both_ways() {
+        let now = 1_000_000_000;
+        assert_eq!(words(now, now), "just now");
+        assert_eq!(words(now - 30, now), "30 seconds ago");
+        assert_eq!(words(now - 120, now), "2 minutes ago");
+        assert_eq!(words(now - 3600, now), "1 hour ago");
+        assert_eq!(words(now + 89 * 86400 + 5, now), "in 89 days");
+        assert_eq!(words(now + 3 * 365 * 86400, now), "in 3 years");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(86400 + 3660), "1970-01-02 01:01 UTC");
+    }
+
+    #[test]
+    fn only_plain_ids_and_api_cursors_go_into_api_paths() {
+        assert!(plain_id("0b5c-AD_9"));
+        for bad in ["", "a/b", "a?b", "a&b", "..", "a b", "a%2F"] {
+            assert!(!plain_id(bad), "{bad}");
+        }
+        assert_eq!(api_cursor(Some("00ff")), Some("00ff"));
+        assert_eq!(api_cursor(Some("x&limit=1")), None);
+        assert_eq!(api_cursor(Some("")), None);
+        assert_eq!(enc("Store 7 & co/ä"), "Store%207%20%26%20co%2F%C3%A4");
+    }
+
+    #[test]
+    fn api_refusals_go_next_to_the_field_they_name() {
+        let refusal = |message: &str| Answer {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": { "code": "malformed_request", "message": message } }),
+            set_cookies: Vec::new(),
+        };
+        let fields = [("first_user.email", "first_user_email"), ("name", "name")];
+        let mut errors = Errors::default();
+        api_errors(
+            &refusal("first_user.email: \"x\" is not an email address"),
+            &fields,
+            &mut errors,
+        );
+        api_errors(
+            &refusal("name is empty: give the account a name"),
+            &fields,
+            &mut errors,
+        );
+        api_errors(&refusal("names are odd"), &fields, &mut errors);
+        assert_eq!(
+            errors.get("first_user_email"),
+            Some("\"x\" is not an email address")
+        );
+        assert_eq!(
+            errors.get("name"),
+            Some("Name is empty: give the account a name")
+        );
+        assert_eq!(errors.get(""), Some("names are odd"));
+        assert_eq!(said(&refusal("try again")), "Try again.");
+    }
+
+    #[test]
+    fn children_count_the_recorders_of_their_whole_subtree() {
+        let walk = TreeWalk {
+            items: vec![
+                item("root", 0, 1, 1),
+                item("a", 1, 1, 2),
+                item("a1", 2, 3, 4),
+                item("a11", 3, 0, 1),
+                item("b", 1, 0, 0),
+                item("c", 1, 2, 2),
+            ],
+        };
+        let children: Vec<(String, i64, i64)> = walk
+            .children("root")
+            .into_iter()
+            .map(|(a, online, total)| (a.id, online, total))
+            .collect();
+        assert_eq!(
+            children,
+            [
+                ("a".to_owned(), 4, 7),
+                ("b".to_owned(), 0, 0),
+                ("c".to_owned(), 2, 2)
+            ]
+        );
+        assert_eq!(walk.children("a").len(), 1);
+        assert!(walk.children("b").is_empty());
+        assert!(walk.children("unknown").is_empty());
+    }
+
+    #[test]
+    fn notices_are_fixed_texts() {
+        assert!(notice_text(Some("account-created"))
+            .unwrap()
+            .contains("invitation was sent"));
+        assert_eq!(notice_text(Some("<script>")), None);
+        assert_eq!(notice_text(None), None);
+    }
+}

@@ -463,3 +463,35 @@ async fn update(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_is_the_end_of_that_day_in_utc() {
+        assert_eq!(end_of_day("2099-12-31"), Some(4_102_444_799));
+        assert_eq!(day_of(4_102_444_799), "2099-12-31");
+        assert_eq!(end_of_day("31.12.2099"), None);
+        assert_eq!(end_of_day("2099-02-30"), None);
+    }
+
+    #[test]
+    fn limits_are_checked_before_the_api_is_asked() {
+        let form = |expires: &str, uses: &str| NewCodeForm {
+            code_expires: expires.into(),
+            code_max_uses: uses.into(),
+            ..NewCodeForm::default()
+        };
+        let mut errors = Errors::default();
+        assert_eq!(limits(&form("", ""), &mut errors), (None, None));
+        assert_eq!(
+            limits(&form("2099-12-31", "3"), &mut errors),
+            (Some(4_102_444_799), Some(3))
+        );
+        assert!(errors.is_empty());
+        limits(&form("2001-01-01", "0"), &mut errors);
+        assert!(errors.get("code_expires").unwrap().contains("over"));
+        assert!(errors.get("code_max_uses").unwrap().contains("at least 1"));
+    }
+}

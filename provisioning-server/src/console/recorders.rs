@@ -116,13 +116,24 @@ fn recorder_body(
     let now = now();
     let names = tree.map(TreeWalk::names).unwrap_or_default();
     let manage = page.can("recorders.manage") && r.revoked_at.is_none();
+    // A refusal whose form is not shown (any more) is said on top of the page.
+    let top = match sent {
+        Sent::Confirm(errors) => Some(errors),
+        Sent::Revoke(errors) | Sent::Rename(_, errors) | Sent::Move(_, errors) if !manage => {
+            Some(errors)
+        }
+        _ => None,
+    };
     html! {
         div.card-head {
             h1 { (r.title()) }
             div.actions.recorder-state { (state_badges(r)) }
         }
         (notice(done))
-        div.grid.two {
+        @if let Some(errors) = top {
+            (form_error(errors))
+        }
+        div.grid.two.cards {
             section #facts.card aria-labelledby="facts-title" {
                 h2 #facts-title { "Recorder" }
                 dl.facts {
@@ -175,7 +186,7 @@ fn recorder_body(
             section #manage.card aria-labelledby="manage-title" {
                 h2 #manage-title { "Change" }
                 @if let Some(old) = &r.flagged_replacement_of {
-                    (confirm_form(page, r, old, sent))
+                    (confirm_form(page, r, old))
                 }
                 div.grid.two {
                     (rename_form(page, r, sent))
@@ -354,15 +365,10 @@ fn revoke_form(page: &Page, r: &RecorderInfo, sent: &Sent) -> Markup {
     }
 }
 
-fn confirm_form(page: &Page, r: &RecorderInfo, old: &str, sent: &Sent) -> Markup {
-    let errors = match sent {
-        Sent::Confirm(errors) => errors.clone(),
-        _ => Errors::default(),
-    };
+fn confirm_form(page: &Page, r: &RecorderInfo, old: &str) -> Markup {
     html! {
         form #confirm-replacement.flagged-box method="post" action={ "/recorders/" (r.id) "/confirm-replacement" } {
             h3 { "Possible replacement" }
-            (form_error(&errors))
             (csrf_field(page))
             p {
                 "This recorder enrolled with a new key and the serial of "
