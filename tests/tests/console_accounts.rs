@@ -891,6 +891,36 @@ fn a_user_without_codes_view_sees_no_code_and_no_controls_they_cannot_use() {
         .get(&format!("/accounts/new?parent={partner}"))
         .expect(403);
     assert_eq!(code_count(&api, &partner), 1);
+
+    // Without accounts.view, one's own account still shows its recorders.
+    let watchers = api
+        .post(
+            &format!("/accounts/{partner}/groups"),
+            &json!({ "name": "Watchers", "permissions": ["recorders.view"] }),
+        )
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.post(
+        &format!("/accounts/{partner}/users"),
+        &json!({ "email": "watch@acme.test", "name": "Wat Cher", "group_id": watchers }),
+    )
+    .expect(201);
+    api.fresh()
+        .accept(&mailed_token(&server, "watch@acme.test"), GOOD_PASSWORD)
+        .expect(200);
+    let watcher = Browser::login(&server, "watch@acme.test");
+    let home = watcher.get("/").expect(303);
+    let own = watcher.get(&home.location()).expect(200);
+    own.has("<h1>Acme</h1>")
+        .has("id=\"recorders-live\"")
+        .lacks("id=\"codes\"")
+        .lacks("id=\"details\"")
+        .lacks("id=\"subaccounts\"")
+        .lacks("badge kind");
+    watcher.get("/accounts").expect(403).has("Not allowed");
 }
 
 #[test]

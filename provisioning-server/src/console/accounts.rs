@@ -75,6 +75,10 @@ pub(super) struct AccountInfo {
     /// Only in `GET /accounts/{id}`: the accounts right below, by name.
     #[serde(default)]
     pub children: Vec<String>,
+    /// Only the id and name are known: the user may not see the account's details
+    /// (no accounts.view), only their own account's recorders and codes.
+    #[serde(skip)]
+    pub limited: bool,
 }
 
 impl AccountInfo {
@@ -83,10 +87,10 @@ impl AccountInfo {
     }
 
     pub fn kind_name(&self) -> &'static str {
-        if self.is_partner() {
-            "Partner"
-        } else {
-            "Customer"
+        match self.kind.as_str() {
+            "partner" => "Partner",
+            "customer" => "Customer",
+            _ => "",
         }
     }
 }
@@ -688,7 +692,7 @@ pub(super) async fn account_page(
         AccountInfo {
             id: page.me.account.id.clone(),
             name: page.me.account.name.clone(),
-            kind: "customer".to_owned(),
+            kind: String::new(),
             parent_id: None,
             address: String::new(),
             contact: None,
@@ -700,6 +704,7 @@ pub(super) async fn account_page(
             recorders_online: 0,
             recorders_total: 0,
             children: Vec::new(),
+            limited: true,
         }
     } else {
         return api_error_page(Some(page), &answer);
@@ -800,7 +805,7 @@ fn account_body(
         div.card-head {
             h1 { (account.name) }
             div.actions {
-                span.badge.kind { (account.kind_name()) }
+                @if !account.kind_name().is_empty() { span.badge.kind { (account.kind_name()) } }
                 @if account.disabled_at.is_some() {
                     span.badge.disabled { "Disabled" }
                 } @else if account.disabled_via.is_some() {
@@ -840,6 +845,7 @@ fn account_body(
             (subaccounts_section(page, account, query, subaccounts))
         }
 
+        @if !account.limited {
         section #details.card aria-labelledby="details-title" {
             h2 #details-title { "Details" }
             dl.facts {
@@ -856,12 +862,13 @@ fn account_body(
                     dd { (when(Some(disabled), now, "")) }
                 }
             }
-            @if manage && account.created_at.is_some() {
+            @if manage {
                 (details_form(page, account, sent))
                 @if !own {
                     (disable_form(page, account, sent))
                 }
             }
+        }
         }
     }
 }
@@ -895,7 +902,7 @@ async fn recorders_part(
         live.push_str(&params.join("&"));
     }
     html! {
-        div #recorders-live data-refresh-url=(live) data-refresh-millis=(state.refresh_millis) aria-live="polite" {
+        div #recorders-live data-refresh-url=(live) data-refresh-millis=(state.refresh_millis) {
             (fragment)
         }
     }
