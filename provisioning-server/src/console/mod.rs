@@ -12,7 +12,9 @@ pub mod api;
 pub mod assets;
 pub mod auth_pages;
 pub mod forms;
+pub mod groups;
 pub mod layout;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub fn router(state: Shared, admin: Router) -> Router {
         .route("/", get(home))
         .merge(auth_pages::routes())
         .merge(assets::routes())
+        .merge(users::routes())
+        .merge(groups::routes())
         .with_state(state)
         .merge(admin)
         .fallback(not_found)
