@@ -10,10 +10,12 @@
 
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod auth_pages;
 pub mod forms;
 pub mod groups;
 pub mod layout;
+pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub fn router(state: Shared, admin: Router) -> Router {
         .merge(assets::routes())
         .merge(users::routes())
         .merge(groups::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
         .with_state(state)
         .merge(admin)
         .fallback(not_found)
