@@ -11,11 +11,15 @@
 pub mod accounts;
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod auth_pages;
 pub mod codes;
 pub mod forms;
+pub mod groups;
 pub mod layout;
 pub mod recorders;
+pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -54,6 +58,10 @@ pub fn router(state: Shared, admin: Router) -> Router {
         .merge(accounts::routes())
         .merge(codes::routes())
         .merge(recorders::routes())
+        .merge(users::routes())
+        .merge(groups::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
         .with_state(state)
         .merge(admin)
         .fallback(not_found)
