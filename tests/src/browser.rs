@@ -487,8 +487,8 @@ impl Browser {
         self.execute(&script, args).as_str().map(str::to_string)
     }
 
-    /// The form control for `field`: `#id` or `id` of an element, or its label's text
-    /// (exact, then the label's beginning), or its `aria-label`.
+    /// The form control for `field`: `#id` or `id` of an element, a CSS selector, or its
+    /// label's text (exact, then the label's beginning), or its `aria-label`.
     fn field(&self, field: &str) -> Option<String> {
         self.locate(
             r#"
@@ -497,6 +497,12 @@ impl Browser {
             const id = want.startsWith('#') ? want.slice(1) : want;
             const byId = document.getElementById(id);
             if (byId) return byId;
+            if (/[\[\].#:=]/.test(want)) {
+                try {
+                    const byCss = document.querySelector(want);
+                    if (byCss) return byCss;
+                } catch (e) { /* not a selector */ }
+            }
             const labels = Array.from(document.querySelectorAll('label'));
             const exact = labels.find((l) => norm(l.textContent) === norm(want));
             if (exact && exact.control) return exact.control;
@@ -555,18 +561,87 @@ impl Browser {
         .to_string()
     }
 
+    /// The text of the selected option of a `<select>`.
+    pub fn selected_text(&self, field: &str) -> String {
+        let css = self
+            .field(field)
+            .unwrap_or_else(|| self.fail(&format!("no select {field:?}")));
+        self.execute(
+            "const s = document.querySelector(arguments[0]);\
+             const o = s.options[s.selectedIndex];\
+             return o ? o.textContent.replace(/\\s+/g, ' ').trim() : null;",
+            vec![json!(css)],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
     /// Ticks a checkbox found like [`Browser::fill`] (clicking it, as a person does).
     pub fn check(&self, field: &str) {
+        self.set_checked(field, true);
+    }
+
+    /// Clears a checkbox found like [`Browser::fill`].
+    pub fn uncheck(&self, field: &str) {
+        self.set_checked(field, false);
+    }
+
+    fn set_checked(&self, field: &str, on: bool) {
         let css = self
             .field(field)
             .unwrap_or_else(|| self.fail(&format!("no checkbox {field:?}")));
         let el = self.element(&css);
-        if !self.block("is selected", el.is_selected()) {
-            self.block(&format!("tick {field}"), el.click());
+        if self.block("is selected", el.is_selected()) != on {
+            self.block(&format!("click {field}"), el.click());
         }
-        if !self.block("is selected", el.is_selected()) {
-            self.fail(&format!("checkbox {field:?} did not tick"));
+        if self.block("is selected", el.is_selected()) != on {
+            self.fail(&format!("checkbox {field:?} did not change"));
         }
+    }
+
+    /// Whether a checkbox found like [`Browser::fill`] is ticked.
+    pub fn is_checked(&self, field: &str) -> bool {
+        let css = self
+            .field(field)
+            .unwrap_or_else(|| self.fail(&format!("no checkbox {field:?}")));
+        let el = self.element(&css);
+        self.block("is selected", el.is_selected())
+    }
+
+    /// Grants the page's origin a permission (e.g. `clipboard-read`) through WebDriver's
+    /// permissions extension, as a person clicking "Allow" would.
+    pub fn grant_permission(&self, name: &str) {
+        self.block(
+            &format!("grant {name}"),
+            self.client().issue_cmd(SetPermission {
+                name: name.to_string(),
+            }),
+        );
+    }
+
+    /// What the clipboard holds, read by the page (needs `clipboard-read`, see
+    /// [`Browser::grant_permission`]); Err with the page's error.
+    pub fn clipboard_text(&self) -> Result<String, String> {
+        let answer = self.execute_async(
+            r#"
+            const done = arguments[arguments.length - 1];
+            navigator.clipboard.readText()
+              .then((t) => done({ ok: t }))
+              .catch((e) => done({ err: String(e) }));
+            "#,
+            vec![],
+        );
+        match (answer["ok"].as_str(), answer["err"].as_str()) {
+            (Some(text), _) => Ok(text.to_string()),
+            (_, Some(err)) => Err(err.to_string()),
+            _ => Err(format!("unexpected answer {answer}")),
+        }
+    }
+
+    /// Forgets every cookie of the current site (a new visitor in the same profile).
+    pub fn delete_cookies(&self) {
+        self.block("delete cookies", self.client().delete_all_cookies());
     }
 
     /// Clicks the visible button (`<button>`, `<input type=submit|button>`) whose text is
@@ -884,6 +959,31 @@ impl Drop for Browser {
     }
 }
 
+/// WebDriver's `Set Permission` (W3C Permissions, section "Automation"), which chromedriver
+/// implements.
+#[derive(Debug)]
+struct SetPermission {
+    name: String,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for SetPermission {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/permissions",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "descriptor": { "name": self.name }, "state": "granted" });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
 /// A provisioning server with its web console on a listener of its own
 /// (`--console-listen 127.0.0.1:0`).
 pub struct Console {
@@ -903,15 +1003,28 @@ impl Console {
         );
         // The server prints the console's address on stdout, which the harness reads only
         // for the device port; its listening sockets tell the port as well.
-        let port = crate::wait_for(
-            Duration::from_secs(30),
-            "a console listener beside the device port (--console-listen)",
-            || {
-                let ports = listening_ports(server.pid());
-                let others: Vec<u16> = ports.into_iter().filter(|p| *p != server.port).collect();
-                (others.len() == 1).then(|| others[0])
-            },
-        );
+        // It binds the console before it prints its device port's line, so this is quick.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            let others: Vec<u16> = listening_ports(server.pid())
+                .into_iter()
+                .filter(|p| *p != server.port)
+                .collect();
+            if others.len() == 1 {
+                break others[0];
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the server listens on {:?} besides its device port {} 10 s after it \
+                     started with --console-listen 127.0.0.1:0: no console listener to test; \
+                     log:\n{}",
+                    others,
+                    server.port,
+                    server.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let console = Console {
             url: format!("https://localhost:{port}"),
             port,
