@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 LISTEN=${LISTEN:-127.0.0.1:8443}
+# The web console listens beside it: port 8444, or any free port when LISTEN asks for one.
+if [ "${LISTEN##*:}" = 0 ]; then default_console=${LISTEN%:*}:0; else default_console=${LISTEN%:*}:8444; fi
+CONSOLE_LISTEN=${CONSOLE_LISTEN:-$default_console}
 if [ -z "${CONTERA_BIN_DIR:-}" ]; then
   step "Building contera-provisioning and contera-agent (cargo build --bins): about 5 minutes the first time, seconds after that"
   cargo build --bins
@@ -42,7 +45,7 @@ trap cleanup EXIT
 step "Starting contera-provisioning (data in $work/server)"
 # Its stdout line "contera-provisioning listening on URL" comes once the database and TLS
 # material are ready, so admin commands started after it never race their creation.
-"$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" \
+"$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" --console-listen "$CONSOLE_LISTEN" \
   --heartbeat-interval 2 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 pids+=("$server_pid")
@@ -63,7 +66,9 @@ if [ -z "$ready" ] || [ -z "$url" ]; then
   exit 1
 fi
 url=${url/127.0.0.1/localhost}
-echo "server at $url; agents trust $work/server/tls/ca.pem"
+console_url=$(sed -n 's/^contera-provisioning console on //p' "$work/server.out")
+console_url=${console_url/127.0.0.1/localhost}
+echo "server at $url; agents trust $work/server/tls/ca.pem; web console at $console_url"
 
 admin() { "$server_bin" --data-dir "$work/server" "$@"; }
 json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p"; }
@@ -118,7 +123,7 @@ shutdown in --json, since the agent said goodbye when it stopped):
   audit log:        $server_bin --data-dir $work/server audit
   accounts:         $server_bin --data-dir $work/server accounts list
   agent status:     $agent_bin --config $work/agent.toml status
-  run both again:   $server_bin serve --data-dir $work/server --listen $listen_again &
+  run both again:   $server_bin serve --data-dir $work/server --listen $listen_again --console-listen $CONSOLE_LISTEN &
                     $agent_bin --config $work/agent.toml run
   remove it all:    rm -rf $work
 EOF

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client_auth;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod descriptors;
 pub mod files;
 pub mod limits;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +78,34 @@ fn tls_config(pki: &Pki, grace_secs: u64) -> anyhow::Result<rustls::ServerConfig
         .with_client_cert_verifier(verifier)
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
         .context("loading the server certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// TLS for the console's listener: the console's own certificate when configured, else
+/// the server certificate; never a client-certificate request, so no browser asks its user
+/// to pick one.
+fn console_tls_config(
+    console: &crate::config::ConsoleSection,
+    pki: &Pki,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let (chain, key) = match (&console.certificate_file, &console.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .with_context(|| format!("reading the console certificate {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the console key {}", key.display()))?;
+            (chain, key)
+        }
+        _ => (pki.server_chain.clone(), pki.server_key.clone_key()),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("loading the console certificate")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -150,7 +180,7 @@ pub async fn launch(
     ));
     let mailer = crate::mail::Mailer::from_config(&config.mail, config.data_dir.join("outbox"))
         .context("setting up outgoing mail")?;
-    let admin = crate::admin::router(Arc::new(crate::admin::AdminState {
+    let admin_state = Arc::new(crate::admin::AdminState {
         store: store.clone(),
         config: config.admin.clone(),
         mailer,
@@ -162,8 +192,24 @@ pub async fn launch(
         login_limits: crate::auth::LoginLimits::new(&config.admin),
         reset_limits: crate::auth::LoginLimits::resets(),
         data_dir: config.data_dir.clone(),
-    }));
-    let router = api::router(state.clone(), admin);
+    });
+    let admin = crate::admin::router(admin_state);
+    let router = api::router(state.clone(), admin.clone());
+    let console_listener = TcpListener::bind(config.console.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the console", config.console.listen))?;
+    let console_local = console_listener.local_addr()?;
+    let console_acceptor = TlsAcceptor::from(Arc::new(console_tls_config(&config.console, &pki)?));
+    let console = crate::console::router(
+        Arc::new(crate::console::ConsoleState {
+            api: crate::console::Api::new(admin.clone()),
+            minimum_age: config.admin.minimum_age,
+            terms_url: config.admin.terms_url.clone(),
+            terms_version: config.admin.terms_version.clone(),
+            refresh_millis: u64::from(config.heartbeat_interval_secs).min(5) * 1000,
+        }),
+        admin,
+    );
 
     let flusher = tokio::spawn(flush_presence(
         state.clone(),
@@ -215,6 +261,8 @@ pub async fn launch(
     );
     // Ready: the database, TLS material and limits are in place. Scripts and tests read
     // this stdout line to learn the port when listening on port 0, so it comes only now.
+    log::info!("web console on https://{console_local}/");
+    println!("contera-provisioning console on https://{console_local}");
     println!("contera-provisioning listening on https://{local}");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -231,45 +279,22 @@ pub async fn launch(
     let per_address = ConnectionSlots::new(config.max_connections_per_address);
     let connections = Arc::new(tokio::sync::Semaphore::new(budget));
     let tracker = TaskTracker::new();
-    loop {
-        // At most `budget` at once: past that, new ones wait in the accept queue instead
-        // of taking descriptors the database needs.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors (or another transient failure): the connections
-                    // already open keep being served while this one waits.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Some(slot) = per_address.take(peer.ip()) else {
-            log::debug!(
-                "refusing a connection from {peer}: {} already open from that address",
-                config.max_connections_per_address
-            );
-            drop(tcp);
-            continue;
-        };
-        tracker.spawn(connection::serve(
-            tcp,
-            peer,
-            acceptor.clone(),
-            router.clone(),
-            policy.clone(),
-            shutdown.clone(),
-            (permit, slot),
-        ));
-    }
+    let accepting = Accepting {
+        policy,
+        per_address,
+        max_per_address: config.max_connections_per_address,
+        connections,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+    // The device port and the console share the connection budget and the per-address
+    // slots: a flood on one cannot take the descriptors the other needs.
+    tokio::join!(
+        accepting.run(&listener, acceptor, router),
+        accepting.run(&console_listener, console_acceptor, console),
+    );
     drop(listener);
+    drop(console_listener);
     log::info!("shutting down: draining connections");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracker.close();
@@ -294,6 +319,61 @@ pub async fn launch(
         log::error!("writing the last heartbeats failed: {e}");
     }
     Ok(())
+}
+
+/// What accepting connections on a listener needs, shared by the device port and the
+/// console.
+struct Accepting {
+    policy: Arc<connection::Policy>,
+    per_address: Arc<ConnectionSlots>,
+    max_per_address: usize,
+    connections: Arc<tokio::sync::Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Accepting {
+    /// Accepts on `listener` until shutdown, serving each connection with `router`.
+    async fn run(&self, listener: &TcpListener, acceptor: TlsAcceptor, router: axum::Router) {
+        loop {
+            // At most the budget at once: past that, new ones wait in the accept queue
+            // instead of taking descriptors the database needs.
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                permit = self.connections.clone().acquire_owned() => permit.expect("never closed"),
+            };
+            let (tcp, peer) = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of descriptors (or another transient failure): the
+                        // connections already open keep being served while this one waits.
+                        log::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = self.per_address.take(peer.ip()) else {
+                log::debug!(
+                    "refusing a connection from {peer}: {} already open from that address",
+                    self.max_per_address
+                );
+                drop(tcp);
+                continue;
+            };
+            self.tracker.spawn(connection::serve(
+                tcp,
+                peer,
+                acceptor.clone(),
+                router.clone(),
+                self.policy.clone(),
+                self.shutdown.clone(),
+                (permit, slot),
+            ));
+        }
+    }
 }
 
 async fn flush_presence(

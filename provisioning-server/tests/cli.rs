@@ -374,7 +374,13 @@ fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
         .arg(env!("CARGO_BIN_EXE_contera-provisioning"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("CONTERA_CONFIG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -65,6 +65,8 @@ fn text(bytes: &[u8]) -> String {
 pub struct Server {
     pub dir: TempDir,
     pub port: u16,
+    /// The web console's port (its own listener); kept across restarts.
+    pub console_port: u16,
     /// Network namespace and address it runs in; None: the host's loopback.
     pub netns: Option<(String, String)>,
     pub heartbeat_interval_secs: u32,
@@ -124,6 +126,7 @@ impl Server {
         Server {
             dir,
             port: 0,
+            console_port: 0,
             netns: None,
             heartbeat_interval_secs,
             extra_args: Vec::new(),
@@ -172,6 +175,14 @@ impl Server {
         }
     }
 
+    /// The web console's base URL (its own listener, the server's CA).
+    pub fn console_url(&self) -> String {
+        match &self.netns {
+            None => format!("https://localhost:{}", self.console_port),
+            Some((_, ip)) => format!("https://{ip}:{}", self.console_port),
+        }
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("tls/ca.pem")
     }
@@ -197,6 +208,8 @@ impl Server {
             .arg(format!("{listen_ip}:{port}"))
             .arg("--heartbeat-interval")
             .arg(self.heartbeat_interval_secs.to_string())
+            .arg("--console-listen")
+            .arg(format!("{listen_ip}:{}", self.console_port))
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -206,17 +219,24 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut console = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("contera-provisioning console on https://") {
+                    console = Some(addr.to_string());
+                }
                 if let Some(addr) = line.strip_prefix("contera-provisioning listening on https://")
                 {
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send((addr.to_string(), console.clone()));
                 }
             }
         });
-        let addr = rx
+        let (addr, console) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("server did not start; log:\n{}", self.log_text()));
         self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        if let Some(console) = console {
+            self.console_port = console.rsplit(':').next().unwrap().parse().unwrap();
+        }
         self.child = Some(child);
         // The line is printed just before the listener serves; /healthz proves it does.
         let url = format!("{}/healthz", self.url());
