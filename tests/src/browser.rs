@@ -808,6 +808,46 @@ impl Browser {
         });
     }
 
+    /// Waits until the element `css` shows `want` (its text as [`Browser::text`] reads it).
+    pub fn assert_text(&self, css: &str, want: &str) {
+        let mut last = None;
+        let found = self.wait_until_or(STEP_TIMEOUT, |b| {
+            let text = b.exists(css).then(|| b.text(css));
+            let matched = text.as_deref() == Some(want);
+            last = text;
+            matched.then_some(())
+        });
+        if found.is_none() {
+            self.fail(&format!("{css} shows {last:?}, not {want:?}"));
+        }
+    }
+
+    /// Fails the test (URL and screenshot in the message) unless `condition` holds.
+    #[track_caller]
+    pub fn ensure(&self, condition: bool, message: impl FnOnce() -> String) {
+        if !condition {
+            self.fail(&message());
+        }
+    }
+
+    /// Like [`Browser::wait_until`], but None after `limit` instead of failing.
+    pub fn wait_until_or<T>(
+        &self,
+        limit: Duration,
+        mut check: impl FnMut(&Browser) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = check(self) {
+                return Some(value);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits for an element matching `css`.
     pub fn wait_for_element(&self, css: &str) {
         self.wait_until(STEP_TIMEOUT, &format!("an element {css}"), |b| {
@@ -984,8 +1024,7 @@ impl fantoccini::wd::WebDriverCompatibleCommand for SetPermission {
     }
 }
 
-/// A provisioning server with its web console on a listener of its own
-/// (`--console-listen 127.0.0.1:0`).
+/// A provisioning server with its web console on a listener of its own.
 pub struct Console {
     pub server: Server,
     /// `https://localhost:PORT`, the console's origin.
@@ -997,36 +1036,17 @@ impl Console {
     /// Starts a server (heartbeat every `heartbeat_interval_secs`) with its console, and
     /// waits until the console answers `GET /login`.
     pub fn start(heartbeat_interval_secs: u32) -> Console {
-        let server = Server::start_with(
-            heartbeat_interval_secs,
-            &["--console-listen", "127.0.0.1:0"],
+        let server = Server::start_with(heartbeat_interval_secs, &[]);
+        // The harness starts every server with `--console-listen 127.0.0.1:0` and reads the
+        // console's port from its `contera-provisioning console on` line.
+        let port = server.console_port;
+        assert!(
+            port != 0,
+            "the server printed no `contera-provisioning console on https://ADDR` line; log:\n{}",
+            server.log_text()
         );
-        // The server prints the console's address on stdout, which the harness reads only
-        // for the device port; its listening sockets tell the port as well.
-        // It binds the console before it prints its device port's line, so this is quick.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            let others: Vec<u16> = listening_ports(server.pid())
-                .into_iter()
-                .filter(|p| *p != server.port)
-                .collect();
-            if others.len() == 1 {
-                break others[0];
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the server listens on {:?} besides its device port {} 10 s after it \
-                     started with --console-listen 127.0.0.1:0: no console listener to test; \
-                     log:\n{}",
-                    others,
-                    server.port,
-                    server.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
         let console = Console {
-            url: format!("https://localhost:{port}"),
+            url: server.console_url(),
             port,
             server,
         };
@@ -1058,44 +1078,6 @@ impl Console {
             .unwrap_or("/");
         self.at(path)
     }
-}
-
-/// TCP ports process `pid` listens on (IPv4 and IPv6), from `/proc`.
-pub fn listening_ports(pid: u32) -> Vec<u16> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .filter_map(|l| {
-                    let l = l.to_string_lossy().into_owned();
-                    l.strip_prefix("socket:[")
-                        .and_then(|r| r.strip_suffix(']'))
-                        .map(str::to_string)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut ports = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local_address is fields[1] (ADDR:PORT in hex), st is fields[3] (0A: LISTEN),
-            // inode is fields[9].
-            if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
-                if let Some(port) = fields[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                {
-                    if !ports.contains(&port) {
-                        ports.push(port);
-                    }
-                }
-            }
-        }
-    }
-    ports
 }
 
 /// Fails with the whole summary when any check found a serious or critical violation.

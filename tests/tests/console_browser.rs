@@ -17,7 +17,7 @@ use contera_e2e::browser::{
 };
 use contera_e2e::{wait_for, Agent};
 use contera_protocol::code::RegistrationCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A tiny HTTP server on loopback for the harness's own test: fixed pages under a strict
 /// CSP (no inline script), a form that echoes what was posted, a cookie setter.
@@ -165,7 +165,7 @@ fn the_browser_harness_drives_pages_at_both_sizes_in_two_profiles() {
     two.open(&format!("{base}/copy"));
     two.grant_permission("clipboard-read");
     two.click_button("Copy");
-    assert_eq!(two.text("#code"), "K7QD-2M9X");
+    two.assert_text("#code", "K7QD-2M9X");
     let copied = two.wait_until(STEP_TIMEOUT, "the copied text", |b| {
         b.clipboard_text().ok().filter(|t| !t.is_empty())
     });
@@ -253,6 +253,28 @@ fn accept_invitation(browser: &mut Browser, link: &str, step: &str) -> String {
     browser.open(link);
     browser.wait_for_element("#password");
     visit(browser, step);
+    // The boxes say what is agreed to; the terms are a link away.
+    let labels = |id: &str| {
+        browser.execute(
+            "const e = document.getElementById(arguments[0]);\
+             return Array.from(e.labels || []).map((l) => ({\
+               text: l.innerText.replace(/\\s+/g, ' ').trim(),\
+               links: l.querySelectorAll('a[href]').length }));",
+            vec![json!(id)],
+        )
+    };
+    let age = labels("age");
+    assert_eq!(
+        age[0]["text"], "I confirm I am at least 18 years old",
+        "labels of #age: {age}"
+    );
+    let terms = labels("terms");
+    assert!(
+        terms
+            .as_array()
+            .is_some_and(|ls| ls.iter().any(|l| l["links"].as_u64() > Some(0))),
+        "no link to the terms in the label of #terms: {terms}"
+    );
     browser.fill("#password", GOOD_PASSWORD);
     browser.check("#age");
     browser.check("#terms");
@@ -308,8 +330,6 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     let mut jo = Browser::start(&tools, &recording, "jo", Viewport::Laptop);
     let landed = accept_invitation(&mut jo, link, "accept-invitation");
     assert_eq!(landed, format!("/accounts/{partner}"));
-    // The labels say what is agreed to.
-    assert!(jo.exists("#terms"));
 
     // Jo logs in again from the login page, as she will every day.
     jo.delete_cookies();
@@ -329,10 +349,14 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     });
     assert_eq!(landed, format!("/accounts/{partner}"));
     jo.wait_for_element("h1");
-    assert_eq!(jo.text("h1"), "Acme Integrators");
-    assert!(jo.exists("nav[aria-label=\"Breadcrumb\"]"));
-    assert!(jo.exists("#codes"));
-    assert!(jo.exists("#subaccounts"));
+    jo.assert_text("h1", "Acme Integrators");
+    jo.ensure(jo.exists("nav[aria-label=\"Breadcrumb\"]"), || {
+        format!("no {}", "nav[aria-label=\"Breadcrumb\"]")
+    });
+    jo.ensure(jo.exists("#codes"), || format!("no {}", "#codes"));
+    jo.ensure(jo.exists("#subaccounts"), || {
+        format!("no {}", "#subaccounts")
+    });
     assert!(
         jo.text("#recorders").contains("No recorders yet"),
         "{}",
@@ -367,7 +391,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     });
     let customer = account_in(&customer_path).unwrap();
     jo.wait_for_element("h1");
-    assert_eq!(jo.text("h1"), "Store 12");
+    jo.assert_text("h1", "Store 12");
     assert!(
         jo.text("nav[aria-label=\"Breadcrumb\"]")
             .contains("Acme Integrators"),
@@ -404,7 +428,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     let landed = ann.wait_for_path("Ann's account page", |p| account_in(p).is_some());
     assert_eq!(landed, format!("/accounts/{customer}"));
     ann.wait_for_element("#codes tr[data-code]");
-    assert_eq!(ann.text("h1"), "Store 12");
+    ann.assert_text("h1", "Store 12");
 
     // She sees the registration code whole, and copies it.
     let public_id = ann
@@ -527,7 +551,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     let landed = accept_invitation(&mut sam, &console.rebase(&sam_link), "sam-accepts");
     assert_eq!(landed, format!("/accounts/{customer}"));
     sam.wait_for_element(&badge);
-    assert_eq!(sam.text(&badge), "Online");
+    sam.assert_text(&badge, "Online");
     assert_eq!(
         sam.count("code.registration-code"),
         0,
@@ -544,7 +568,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
         p == format!("/accounts/{customer}")
     });
     jo.wait_for_element(&badge);
-    assert_eq!(jo.text(&badge), "Online");
+    jo.assert_text(&badge, "Online");
     visit(&mut jo, "partner-sees-recorder");
     drop(jo);
 
