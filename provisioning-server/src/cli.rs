@@ -101,7 +101,7 @@ pub enum UsersCommand {
         /// Group to join [default: Administrators]
         #[arg(long)]
         group: Option<String>,
-        /// Base of the accept link [default: [mail] public_base_url, else https://LISTEN]
+        /// Base of the accept link [default: [mail] public_base_url, else https:// and the console's listen address]
         #[arg(long)]
         base_url: Option<String>,
         #[arg(long)]
@@ -604,7 +604,7 @@ fn accept_link(config: &ServerConfig, base_url: Option<&str>, token: &str) -> St
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => config
             .mail
-            .public_base_url(config.listen)
+            .public_base_url(config.console.listen)
             .trim_end_matches('/')
             .to_owned(),
     };

@@ -193,8 +193,9 @@ fn default_minimum_age() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct MailSection {
     /// Base URL put in front of the links in mail, e.g. `https://prov.example.com`. Unset,
-    /// it is derived from `listen` (`https://127.0.0.1:8443`), which only works on the
-    /// server itself: set it to the name users reach the server by.
+    /// it is derived from `[console] listen` (`https://127.0.0.1:8444`): the links open the
+    /// console's pages. That only works on the server itself: set it to the console's URL
+    /// as users reach it.
     #[serde(default)]
     pub public_base_url: Option<String>,
     /// The `From:` address of every message, with an optional display name.
@@ -733,13 +734,13 @@ mod tests {
     }
 
     #[test]
-    fn mail_defaults_to_the_outbox_and_links_derived_from_listen() {
+    fn mail_defaults_to_the_outbox_and_links_derived_from_the_console_listener() {
         let config = ServerConfig::default();
         assert!(config.mail.smtp.is_none());
         assert_eq!(config.mail.from.0, "Contera <contera@localhost>");
         assert_eq!(
-            config.mail.public_base_url(config.listen),
-            "https://127.0.0.1:8443"
+            config.mail.public_base_url(config.console.listen),
+            "https://127.0.0.1:8444"
         );
         assert!(config.warnings().is_empty());
     }

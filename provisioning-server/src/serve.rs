@@ -178,6 +178,10 @@ pub async fn launch(
             config.enroll_attempts_total_per_minute,
         ),
     ));
+    let console_listener = TcpListener::bind(config.console.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the console", config.console.listen))?;
+    let console_local = console_listener.local_addr()?;
     let mailer = crate::mail::Mailer::from_config(&config.mail, config.data_dir.join("outbox"))
         .context("setting up outgoing mail")?;
     let admin_state = Arc::new(crate::admin::AdminState {
@@ -186,7 +190,8 @@ pub async fn launch(
         mailer,
         base_url: config
             .mail
-            .public_base_url(local)
+            // Links in mail open the console's pages (accept, reset).
+            .public_base_url(console_local)
             .trim_end_matches('/')
             .to_owned(),
         login_limits: crate::auth::LoginLimits::new(&config.admin),
@@ -195,10 +200,6 @@ pub async fn launch(
     });
     let admin = crate::admin::router(admin_state);
     let router = api::router(state.clone(), admin.clone());
-    let console_listener = TcpListener::bind(config.console.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} for the console", config.console.listen))?;
-    let console_local = console_listener.local_addr()?;
     let console_acceptor = TlsAcceptor::from(Arc::new(console_tls_config(&config.console, &pki)?));
     let console = crate::console::router(
         Arc::new(crate::console::ConsoleState {

@@ -386,12 +386,15 @@ fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The console's line comes first, then the device port's "listening on" line.
+    let mut stdout = std::io::BufReader::new(server.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    while !line.contains("listening on") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() == 0 {
+            break;
+        }
+    }
     // The line comes before the database and the certificates: wait for the last of them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !data.join("tls/server.pem").exists() && std::time::Instant::now() < deadline {

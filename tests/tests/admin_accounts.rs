@@ -170,9 +170,10 @@ fn a_partner_creates_accounts_whose_invited_administrators_see_only_their_subtre
     // token no API answer holds.
     let mail = outbox_mail_to(&server, "cust@store12.test");
     assert_eq!(mail.subject, "Account Invitation");
+    // Links open the console's accept page.
     let link_start = format!(
         "https://127.0.0.1:{}/invitations/accept#token=",
-        server.port
+        server.console_port
     );
     let token = link_token(&mail.plain).expect("link in the plain part");
     assert_eq!(token.len(), 64);

@@ -104,9 +104,10 @@ fn an_invited_user_gets_the_mail_accepts_it_and_logs_in() {
     let token = accept_token_in(mail);
     assert_eq!(token.len(), 64);
     assert!(
+        // The link opens the console's accept page.
         mail.contains(&format!(
-            "https://{}/invitations/accept#token={token}",
-            server.addr()
+            "https://127.0.0.1:{}/invitations/accept#token={token}",
+            server.console_port
         )),
         "{mail}"
     );
