@@ -414,6 +414,13 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     let (ann_link, ann_token) =
         find_link(&mail.plain, "/invitations/accept#token=").expect("accept link in the mail");
     assert!(is_hex(&ann_token, 64), "{ann_link}");
+    // The link opens the console (not the device port, whose client-certificate request
+    // makes browsers ask their user to pick a certificate).
+    assert!(
+        ann_link.contains(&format!(":{}/invitations/accept#token=", console.port)),
+        "{ann_link} is not on the console's port {}",
+        console.port
+    );
 
     // Profile 2, at the same time: Ann accepts from the mail, then logs in.
     let mut ann = Browser::start(&tools, &recording, "ann", Viewport::Laptop);
