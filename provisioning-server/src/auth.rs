@@ -107,6 +107,8 @@ pub struct LoginLimits {
     per_address: u32,
     address_window: Duration,
     failures: Mutex<Failures>,
+    /// Makes [`LoginLimits::begin`]'s check-and-count atomic.
+    begin_lock: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +116,11 @@ struct Failures {
     by_email: HashMap<String, VecDeque<Instant>>,
     by_address: HashMap<ClientKey, VecDeque<Instant>>,
 }
+
+/// Longest email a login considers (the SMTP path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest password a login considers; no stored password is longer.
+pub const MAX_PASSWORD_CHARS: usize = passwords::MAX_CHARS;
 
 /// Reset mails one email can be sent per hour.
 pub const RESETS_PER_EMAIL_PER_HOUR: u32 = 5;
@@ -177,6 +184,7 @@ impl LoginLimits {
             per_address,
             address_window: Duration::from_secs(3600),
             failures: Mutex::new(Failures::default()),
+            begin_lock: Mutex::new(()),
         }
     }
 
@@ -186,7 +194,7 @@ impl LoginLimits {
         let now = Instant::now();
         let mut f = self.failures.lock().expect("login limits lock");
         let email_wait = refused_for(
-            f.by_email.get_mut(&email.to_lowercase()),
+            f.by_email.get_mut(&email.trim().to_lowercase()),
             self.per_email,
             self.email_window,
             now,
@@ -200,6 +208,26 @@ impl LoginLimits {
         match email_wait.max(address_wait) {
             Some(retry_after_secs) => Err(AuthError::TooManyFailures { retry_after_secs }),
             None => Ok(()),
+        }
+    }
+
+    /// Checks and counts an attempt in one step (under one lock), so that concurrent
+    /// attempts cannot all pass the check before any of them is counted.
+    pub fn begin(&self, email: &str, ip: IpAddr) -> Result<(), AuthError> {
+        let _one_at_a_time = self.begin_lock.lock().expect("login limits lock");
+        self.check(email, ip)?;
+        self.fail(email, ip);
+        Ok(())
+    }
+
+    /// Takes back the attempt [`LoginLimits::begin`] counted, when it succeeded.
+    pub fn forgive(&self, email: &str, ip: IpAddr) {
+        let mut f = self.failures.lock().expect("login limits lock");
+        if let Some(times) = f.by_email.get_mut(&email.trim().to_lowercase()) {
+            times.pop_back();
+        }
+        if let Some(times) = f.by_address.get_mut(&ClientKey::of(ip)) {
+            times.pop_back();
         }
     }
 
@@ -222,7 +250,7 @@ impl LoginLimits {
             });
         }
         f.by_email
-            .entry(email.to_lowercase())
+            .entry(email.trim().to_lowercase())
             .or_default()
             .push_back(now);
         f.by_address
@@ -254,23 +282,27 @@ pub async fn login(
     source: IpAddr,
 ) -> Result<LoggedIn, AuthError> {
     let email = email.trim();
-    limits.check(email, source)?;
+    if email.chars().count() > MAX_EMAIL_CHARS || password.chars().count() > MAX_PASSWORD_CHARS {
+        // Nothing this long was ever stored: refused before the limiters keep it or
+        // Argon2 reads it, with the answer a wrong password gets.
+        return Err(AuthError::InvalidCredentials);
+    }
+    // The attempt counts before the password is checked, so concurrent guesses cannot
+    // all pass the check while the counters still read zero; a success takes it back.
+    limits.begin(email, source)?;
     let record = store.login_record(email).await?;
     let stored = record
         .as_ref()
         .filter(|(user, _)| user.status == UserStatus::Active)
         .and_then(|(_, hash)| hash.clone());
-    let password_owned = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || {
-        passwords::verify_or_dummy(&password_owned, stored.as_deref())
-    })
-    .await
-    .unwrap_or(false);
+    let ok = passwords::verify_or_dummy_async(password, stored).await;
     let now = now();
     let user = match (ok, record) {
-        (true, Some((user, _))) => user,
+        (true, Some((user, _))) => {
+            limits.forgive(email, source);
+            user
+        }
         (_, record) => {
-            limits.fail(email, source);
             let (who, account_id) = match &record {
                 Some((user, _)) => (format!("user:{}", user.id), Some(user.account_id.clone())),
                 None => ("anonymous".to_owned(), None),
@@ -487,10 +519,7 @@ pub async fn reset_password(
         .filter(|u| u.status == UserStatus::Active)
         .ok_or(AuthError::ResetInvalid)?;
     passwords::check_policy(password, &user.email, &user.name)?;
-    let password = password.to_owned();
-    let password_hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
-        .await
-        .map_err(|_| AuthError::Random)??;
+    let password_hash = passwords::hash_async(password).await?;
     store
         .reset_password(&hash, &password_hash, now, Some(&source.to_string()))
         .await
@@ -505,26 +534,37 @@ pub async fn reset_password(
 /// caller starts a fresh session for the person who changed it.
 pub async fn change_password(
     store: &Arc<dyn Store>,
+    limits: &LoginLimits,
     user: &User,
     current: &str,
     new: &str,
-    actor: &str,
+    source: IpAddr,
 ) -> Result<(), AuthError> {
-    let stored = store.password_hash(&user.id).await?;
-    let current = current.to_owned();
-    let ok = tokio::task::spawn_blocking(move || {
-        passwords::verify_or_dummy(&current, stored.as_deref())
-    })
-    .await
-    .unwrap_or(false);
-    if !ok {
+    // A wrong current password is a failed login: counted against the same limits and
+    // audited, so a stolen session cannot guess the password to take the account over.
+    if current.chars().count() > MAX_PASSWORD_CHARS {
         return Err(AuthError::InvalidCredentials);
     }
+    limits.begin(&user.email, source)?;
+    let stored = store.password_hash(&user.id).await?;
+    if !passwords::verify_or_dummy_async(current, stored).await {
+        store
+            .append_audit(&[NewAuditEntry {
+                at: now(),
+                actor: actor_from(&format!("user:{}", user.id), source),
+                action: "password.change_failed".to_owned(),
+                account_id: Some(user.account_id.clone()),
+                recorder_id: None,
+                detail: serde_json::json!({}),
+            }])
+            .await?;
+        return Err(AuthError::InvalidCredentials);
+    }
+    limits.forgive(&user.email, source);
     passwords::check_policy(new, &user.email, &user.name)?;
-    let new = new.to_owned();
-    let hash = tokio::task::spawn_blocking(move || passwords::hash(&new))
-        .await
-        .map_err(|_| AuthError::Random)??;
+    let hash = passwords::hash_async(new).await?;
+    let actor = actor_from(&format!("user:{}", user.id), source);
+    let actor = actor.as_str();
     if !store.change_password(&user.id, &hash, now(), actor).await? {
         return Err(AuthError::Unauthenticated);
     }

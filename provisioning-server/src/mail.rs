@@ -51,6 +51,11 @@ pub struct Email {
     pub plain: String,
     pub html: String,
     pub link: String,
+    /// Whether the outbox logs the link. Invitations: yes, so an operator without a relay
+    /// can pass it on. Password resets: no, since anyone can ask for one, and a reset link
+    /// for any administrator must not land in the server's log; it stays in the 0600
+    /// outbox file.
+    pub log_link: bool,
 }
 
 /// An invitation to join `account_name`, sent by `inviter_name`; `link` accepts it.
@@ -87,6 +92,7 @@ pub fn invitation(
         plain,
         html,
         link: link.to_owned(),
+        log_link: true,
     })
 }
 
@@ -116,6 +122,7 @@ pub fn password_reset(to_name: &str, to_email: &str, link: &str) -> Result<Email
         plain,
         html,
         link: link.to_owned(),
+        log_link: false,
     })
 }
 
@@ -130,6 +137,7 @@ pub fn test_message(to_email: &str) -> Result<Email, MailError> {
         plain: plain.into(),
         html: html.into(),
         link: String::new(),
+        log_link: false,
     })
 }
 
@@ -314,7 +322,7 @@ impl Mailer {
                 let path = tokio::task::spawn_blocking(move || write_to_outbox(&dir, &bytes))
                     .await
                     .expect("the outbox writer does not panic")?;
-                if email.link.is_empty() {
+                if email.link.is_empty() || !email.log_link {
                     log::info!(
                         "mail \"{}\" to {} written to {} (no SMTP relay configured)",
                         email.subject,

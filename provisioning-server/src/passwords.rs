@@ -83,6 +83,43 @@ pub fn verify_or_dummy(password: &str, stored: Option<&str>) -> bool {
     }
 }
 
+/// How many Argon2 runs may be in flight at once: one per CPU. Each takes 19 MiB and a
+/// core for tens of milliseconds, so a burst of logins must queue here rather than start
+/// hundreds of runs on the blocking pool and exhaust memory.
+fn argon2_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    })
+}
+
+/// Runs `work` (an Argon2 hash or verification) on the blocking pool, at most one per
+/// CPU at once; the async callers use this, never `hash`/`verify` on a runtime thread.
+async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = argon2_slots().acquire().await.ok()?;
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+/// [`hash`] off the async runtime, bounded to one run per CPU.
+pub async fn hash_async(password: &str) -> Result<String, PasswordError> {
+    let password = password.to_owned();
+    bounded(move || hash(&password))
+        .await
+        .unwrap_or_else(|| Err(PasswordError::Hash("the hashing task failed".into())))
+}
+
+/// [`verify_or_dummy`] off the async runtime, bounded to one run per CPU.
+pub async fn verify_or_dummy_async(password: &str, stored: Option<String>) -> bool {
+    let password = password.to_owned();
+    bounded(move || verify_or_dummy(&password, stored.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {

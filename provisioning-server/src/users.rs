@@ -31,7 +31,7 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub enum UserError {
     #[error("{0:?} is not an email address; give one like name@example.com")]
     InvalidEmail(String),
-    #[error("the name is empty or longer than {MAX_NAME_CHARS} characters; give a shorter one")]
+    #[error("the name is empty, longer than {MAX_NAME_CHARS} characters, or holds control characters such as line breaks; give a name on one line")]
     InvalidName,
     #[error("a user with the email {0} already exists; use `users list` to find them")]
     EmailTaken(String),
@@ -140,7 +140,12 @@ fn checked_email(email: &str) -> Result<String, UserError> {
 
 fn checked_name(name: &str) -> Result<String, UserError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+    // No control characters: a name goes into mail, where a line break would let it
+    // write lines of its own.
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(UserError::InvalidName);
     }
     Ok(name.to_owned())
@@ -284,7 +289,7 @@ pub async fn accept(
         .filter(|v| !v.is_empty())
         .ok_or(UserError::TermsNotAccepted)?;
     passwords::check_policy(request.password, &user.email, &user.name)?;
-    let password_hash = passwords::hash(request.password)?;
+    let password_hash = passwords::hash_async(request.password).await?;
     Ok(store
         .accept_invitation(&Acceptance {
             token_hash: &hash,

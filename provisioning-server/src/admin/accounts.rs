@@ -270,6 +270,9 @@ async fn create(
         .clone()
         .unwrap_or_else(|| caller.user.account_id.clone());
     caller.require(&parent_id, Permission::AccountsManage)?;
+    // The first user joins the new account's Administrators group, which holds every
+    // permission: only someone who holds them all may create that user.
+    caller.require_place(&parent_id, &crate::permissions::PermissionSet::all())?;
     let parent = caller.account(&parent_id)?.clone();
     if parent.kind != AccountKind::Partner {
         return Err(bad_request(format!(
@@ -469,12 +472,45 @@ async fn set_disabled(
             ),
         ));
     }
+    if !disabled {
+        require_may_undo_disable(state, caller, id).await?;
+    }
     accounts::set_disabled(&state.store, id, disabled, &caller.actor())
         .await
         .map_err(account_error)?;
     let account = fresh(state, id).await?;
     let tree = Tree::load(state, caller).await?;
     Ok(Json(tree.detail(account)))
+}
+
+/// Only whoever disabled an account, or someone above them, may enable it again: an
+/// administrator between a partner and the customer it disabled cannot undo that.
+async fn require_may_undo_disable(
+    state: &Shared,
+    caller: &Caller,
+    id: &str,
+) -> Result<(), ApiError> {
+    let Some(by) = caller
+        .accounts
+        .iter()
+        .find(|a| a.id == id)
+        .and_then(|a| a.disabled_by.clone())
+    else {
+        return Ok(());
+    };
+    let disabler_account = match crate::store::split_actor(&by).0.strip_prefix("user:") {
+        Some(user_id) => state.store.user(user_id).await?.map(|u| u.account_id),
+        // The server's operator (the CLI) disabled it: only the operator enables it.
+        None => None,
+    };
+    match disabler_account {
+        Some(account) if caller.sees(&account) => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this account was disabled by an administrator above your account (or by the \
+             server's operator); ask them to enable it",
+        )),
+    }
 }
 
 /// Disables an account below the caller's own, and so its whole subtree: enrollments and

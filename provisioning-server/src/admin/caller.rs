@@ -90,6 +90,19 @@ impl Caller {
             .ok_or_else(not_found)
     }
 
+    /// Refuses API tokens: managing tokens and changing the password need a person's
+    /// session, so a narrow or leaked token cannot mint broader or longer-lived
+    /// credentials, nor guess the password to turn into a session.
+    pub fn require_session(&self) -> Result<(), ApiError> {
+        match self.credential {
+            Credential::Session { .. } => Ok(()),
+            Credential::Token { .. } => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "API tokens cannot manage tokens or change the password: log in with a session",
+            )),
+        }
+    }
+
     /// The permissions the caller acts with.
     pub fn permissions(&self) -> PermissionSet {
         self.principal.effective_permissions()
@@ -191,6 +204,18 @@ impl FromRequestParts<Shared> for Caller {
                 .collect();
         }
         let accounts = store.accounts().await.map_err(store_error)?;
+        // A disabled account (or one below a disabled account) is out of service for its
+        // users too, until it is enabled from above.
+        if accounts
+            .iter()
+            .any(|a| a.id == user.account_id && a.effectively_disabled())
+        {
+            return Err(ApiError::new(
+                ErrorCode::AccountDisabled,
+                "your account is disabled by an administrator of the account above it; ask \
+                 them to enable it",
+            ));
+        }
         Ok(Caller {
             tree: AccountTree::from_accounts(&accounts),
             accounts,

@@ -2,8 +2,8 @@
 //! error shape.
 //!
 //! A list is sorted by a key that is unique per item (a name with the id after it, or a
-//! row id); a page's `next_cursor` is the hex form of the last key on it, and the next
-//! page starts after that key. Unlike offsets, a cursor does not skip or repeat items
+//! row id); a page's `next_cursor` is the last key on it, sealed (see [`encode`]), and the
+//! next page starts after that key. Unlike offsets, a cursor does not skip or repeat items
 //! when others are added or removed between two pages.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -11,6 +11,10 @@ use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
 use utoipa::{IntoParams, ToSchema};
 
 use super::bad_request;
@@ -63,19 +67,60 @@ pub struct Page<T: ToSchema> {
     pub next_cursor: Option<String>,
 }
 
+/// The key cursors are sealed with: random per server process. A sort key holds names
+/// and emails, and a cursor travels in URLs (the console's "next page" links), so it is
+/// sealed (AES-256-GCM) rather than merely encoded: opaque, and not forgeable. A cursor
+/// from before a restart is refused with a clear 400 ("start again without it").
+fn cursor_key() -> &'static LessSafeKey {
+    static KEY: OnceLock<LessSafeKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .expect("the system random generator works");
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes).expect("a 32-byte key"))
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seals a sort key into a cursor.
 pub fn encode(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .expect("the system random generator works");
+    let mut sealed = key.as_bytes().to_vec();
+    cursor_key()
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::empty(),
+            &mut sealed,
+        )
+        .expect("sealing a short key");
+    format!("{}{}", hex(&nonce), hex(&sealed))
 }
 
 fn decode(cursor: &str) -> Option<String> {
-    if cursor.len() % 2 != 0 || cursor.len() > 4096 {
+    if cursor.len() % 2 != 0 || cursor.len() > 8192 {
         return None;
     }
     let bytes = (0..cursor.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    if bytes.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let mut sealed = sealed.to_vec();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let opened = cursor_key()
+        .open_in_place(nonce, Aad::empty(), &mut sealed)
+        .ok()?;
+    String::from_utf8(opened.to_vec()).ok()
 }
 
 /// Pages a list held in memory: sorts by `key` (which must be unique per item), skips to
@@ -156,6 +201,17 @@ mod tests {
         }
         let expected: Vec<String> = (0..23).map(|i| format!("k{i:02}")).collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_cursor_hides_its_key_and_a_changed_one_is_refused() {
+        let cursor = encode("jo@example.com/42");
+        assert!(!cursor.contains(&hex(b"jo@example.com")));
+        assert_eq!(decode(&cursor).as_deref(), Some("jo@example.com/42"));
+        let mut forged = cursor.into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        assert_eq!(decode(&String::from_utf8(forged).unwrap()), None);
     }
 
     #[test]

@@ -344,20 +344,24 @@ pub struct PasswordChange {
         (status = 200, description = "Changed; a new session is set", body = SessionStarted),
         (status = 400, description = "The new password does not meet the rules", body = ErrorDoc),
         (status = 401, description = "The current password is wrong", body = ErrorDoc),
+        (status = 403, description = "Called with an API token: log in", body = ErrorDoc),
+        (status = 429, description = "Too many wrong passwords", body = ErrorDoc),
     ),
-    security(("session" = []), ("token" = []))
+    security(("session" = []))
 )]
 async fn change_password(
     State(state): State<Shared>,
     caller: Caller,
     ApiJson(req): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
+    caller.require_session()?;
     auth::change_password(
         &state.store,
+        &state.login_limits,
         &caller.user,
         &req.current_password,
         &req.new_password,
-        &caller.actor(),
+        caller.source,
     )
     .await?;
     let logged_in =

@@ -30,14 +30,19 @@ pub fn routes() -> OpenApiRouter<Shared> {
 /// The caller's tokens, newest first (revoked ones too, marked).
 #[utoipa::path(
     get, path = "/tokens", tag = "tokens", operation_id = "list_tokens", params(PageQuery),
-    responses((status = 200, body = Page<ApiToken>), (status = 401, body = ErrorDoc)),
-    security(("session" = []), ("token" = []))
+    responses(
+        (status = 200, body = Page<ApiToken>),
+        (status = 401, body = ErrorDoc),
+        (status = 403, description = "Called with an API token: tokens are managed from a session", body = ErrorDoc),
+    ),
+    security(("session" = []))
 )]
 async fn list(
     State(state): State<Shared>,
     caller: Caller,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<ApiToken>>, ApiError> {
+    caller.require_session()?;
     let tokens = state.store.api_tokens(&caller.user.id).await?;
     // Newest first: sort on the negated creation time, then the id.
     Ok(Json(paginate(
@@ -70,15 +75,17 @@ pub struct NewTokenResponse {
     responses(
         (status = 201, body = NewTokenResponse),
         (status = 400, body = ErrorDoc),
-        (status = 403, description = "A permission the caller does not hold", body = ErrorDoc),
+        (status = 401, body = ErrorDoc),
+        (status = 403, description = "A permission the caller does not hold, or called with an API token", body = ErrorDoc),
     ),
-    security(("session" = []), ("token" = []))
+    security(("session" = []))
 )]
 async fn create(
     State(state): State<Shared>,
     caller: Caller,
     ApiJson(req): ApiJson<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<NewTokenResponse>), ApiError> {
+    caller.require_session()?;
     let name = req.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
@@ -127,14 +134,20 @@ async fn create(
 #[utoipa::path(
     delete, path = "/tokens/{id}", tag = "tokens", operation_id = "revoke_token",
     params(("id" = String, Path, description = "The token's id")),
-    responses((status = 204), (status = 404, body = ErrorDoc)),
-    security(("session" = []), ("token" = []))
+    responses(
+        (status = 204),
+        (status = 401, body = ErrorDoc),
+        (status = 403, description = "Called with an API token: tokens are managed from a session", body = ErrorDoc),
+        (status = 404, body = ErrorDoc),
+    ),
+    security(("session" = []))
 )]
 async fn revoke(
     State(state): State<Shared>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    caller.require_session()?;
     let token = state
         .store
         .api_token(&id)

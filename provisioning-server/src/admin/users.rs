@@ -46,6 +46,23 @@ async fn user_for(
     Ok(user)
 }
 
+/// Refuses a change to `user` by a caller who holds less than the user does: disabling,
+/// enabling or regrouping someone stronger would be granting (or taking) power by
+/// another route.
+async fn require_outranks(
+    state: &AdminState,
+    caller: &Caller,
+    user: &User,
+) -> Result<(), ApiError> {
+    let groups = state.store.groups(&user.account_id).await?;
+    let held: crate::permissions::PermissionSet = groups
+        .iter()
+        .filter(|g| user.groups.contains(&g.name))
+        .flat_map(|g| g.permissions.iter())
+        .collect();
+    caller.require_place(&user.account_id, &held)
+}
+
 /// A refused invitation or rename, with the field it is about.
 fn field_error(e: UserError) -> ApiError {
     match e {
@@ -305,6 +322,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<Json<User>, ApiError> {
     let user = user_for(state, caller, id, Permission::UsersManage).await?;
+    require_outranks(state, caller, &user).await?;
     if user.status == UserStatus::Invited {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -391,6 +409,7 @@ async fn set_groups(
     ApiJson(req): ApiJson<SetGroupsRequest>,
 ) -> Result<Json<User>, ApiError> {
     let user = user_for(&state, &caller, &id, Permission::UsersManage).await?;
+    require_outranks(&state, &caller, &user).await?;
     let account = &user.account_id;
     if req.group_ids.is_empty() {
         return Err(bad_request(format!(

@@ -61,7 +61,7 @@ impl Page {
     pub fn write(&self, form_csrf: &str) -> Credentials {
         Credentials {
             session: Some(self.session.clone()),
-            csrf: Some(form_csrf.to_owned()),
+            csrf: Some(form_csrf.trim().to_owned()),
             peer: self.peer,
         }
     }
@@ -101,6 +101,10 @@ impl FromRequestParts<Shared> for Page {
             peer,
         };
         let answer = state.api.get(&credentials, "/session").await;
+        if answer.status == StatusCode::FORBIDDEN {
+            // Logged in, but the account is disabled: say so rather than loop to login.
+            return Err(api_error_page(None, &answer));
+        }
         if !answer.ok() {
             return Err(to_login());
         }

@@ -8,11 +8,18 @@
 //! work without JavaScript; `static/console.js` only adds the copy buttons, reads the token
 //! of an accept link from its fragment, and refreshes the recorders of an account page.
 
+pub mod accounts;
 pub mod api;
 pub mod assets;
+pub mod audit;
 pub mod auth_pages;
+pub mod codes;
 pub mod forms;
+pub mod groups;
 pub mod layout;
+pub mod recorders;
+pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -48,6 +55,13 @@ pub fn router(state: Shared, admin: Router) -> Router {
         .route("/", get(home))
         .merge(auth_pages::routes())
         .merge(assets::routes())
+        .merge(accounts::routes())
+        .merge(codes::routes())
+        .merge(recorders::routes())
+        .merge(users::routes())
+        .merge(groups::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
         .with_state(state)
         .merge(admin)
         .fallback(not_found)

@@ -314,13 +314,25 @@ impl Store for SqliteStore {
         let actor = format!("code:{}", r.code_public_id);
         let kind = if inserted {
             // A new key claiming a serial that is enrolled and not revoked is flagged as a
-            // possible replacement of that recorder, whichever account holds it: a device
-            // reinstalled, or re-enrolled with another site's code, is still that device,
-            // and an admin should see it. A match in the same account is named first. The
-            // flag is all: the old row is never moved, revoked or otherwise changed here.
+            // possible replacement of that recorder, in any account of the same tree (the
+            // same top-level partner): a device reinstalled, or re-enrolled with another
+            // site's code, is still that device, and an admin should see it. A match in the
+            // same account is named first. Other trees are never searched: the flag and its
+            // audit row would tell one tenant that a serial is enrolled at another, and
+            // that recorder's id. The flag is all: the old row is never changed here.
             let replaces: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM recorders WHERE serial = ? AND id <> ? AND revoked_at IS NULL \
-                 ORDER BY account_id = ? DESC, enrolled_at DESC, id LIMIT 1",
+                "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+                   SELECT id, parent_id, 0 FROM accounts WHERE id = ?3 \
+                   UNION ALL SELECT a.id, a.parent_id, up.depth + 1 FROM accounts a \
+                   JOIN up ON a.id = up.parent_id WHERE up.depth < 64), \
+                 root(id) AS (SELECT id FROM up ORDER BY depth DESC LIMIT 1), \
+                 tree(id, depth) AS ( \
+                   SELECT id, 0 FROM root \
+                   UNION ALL SELECT a.id, tree.depth + 1 FROM accounts a \
+                   JOIN tree ON a.parent_id = tree.id WHERE tree.depth < 64) \
+                 SELECT r.id FROM recorders r WHERE r.serial = ?1 AND r.id <> ?2 \
+                 AND r.revoked_at IS NULL AND r.account_id IN (SELECT id FROM tree) \
+                 ORDER BY r.account_id = ?3 DESC, r.enrolled_at DESC, r.id LIMIT 1",
             )
             .bind(&r.serial)
             .bind(&r.recorder_id)
@@ -1896,10 +1908,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_serial_enrolled_in_another_account_is_flagged_and_the_same_account_wins() {
+    async fn a_serial_enrolled_in_another_account_of_the_tree_is_flagged_and_the_same_account_wins()
+    {
         let (_dir, store) = store().await;
-        account(&store, "a").await;
-        account(&store, "b").await;
+        account(&store, "p").await;
+        child(&store, "a", "p", AccountKind::Customer).await;
+        child(&store, "b", "p", AccountKind::Customer).await;
         store
             .enroll(&record("in-b", "b", "k1", "S1"))
             .await
@@ -1935,6 +1949,14 @@ mod tests {
         fourth.now = 50;
         let outcome = store.enroll(&fourth).await.unwrap();
         assert_eq!(outcome.recorder.replaces.as_deref(), Some("newer-b"));
+
+        // Another partner's tree is never searched: that would tell its tenant the serial
+        // is enrolled elsewhere, and the recorder's id.
+        account(&store, "other").await;
+        let mut elsewhere = record("elsewhere", "other", "k6", "S1");
+        elsewhere.now = 60;
+        let outcome = store.enroll(&elsewhere).await.unwrap();
+        assert_eq!(outcome.kind, EnrollKind::New { replaces: None });
     }
 
     /// Inserts a recorder row the way the old two-transaction enrollment left it when the
