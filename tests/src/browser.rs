@@ -430,6 +430,15 @@ impl Browser {
         )
     }
 
+    /// Scrolls the element `css` to the top of the viewport, or the page to its top (None).
+    pub fn scroll_to(&self, css: Option<&str>) {
+        self.execute(
+            "const e = arguments[0] && document.querySelector(arguments[0]);\
+             if (e) { e.scrollIntoView({ block: 'start' }); } else { window.scrollTo(0, 0); }",
+            vec![json!(css)],
+        );
+    }
+
     /// Navigates to `url` and waits for it to load.
     pub fn open(&self, url: &str) {
         self.block(&format!("open {url}"), self.client().goto(url));
@@ -754,6 +763,21 @@ impl Browser {
         .map(|a| {
             a.iter()
                 .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The `value`s of every element matching `css` (e.g. the boxes of a fieldset).
+    pub fn values(&self, css: &str) -> Vec<String> {
+        self.execute(
+            "return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.value);",
+            vec![json!(css)],
+        )
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default()

@@ -188,14 +188,22 @@ fn the_browser_harness_drives_pages_at_both_sizes_in_two_profiles() {
 /// follow within one.
 const HEARTBEAT_SECS: u32 = 2;
 
-/// A page seen in the flow: screenshotted at the laptop's and the phone's size and checked
-/// with axe-core at both (its violations recorded, the serious ones failing the test at the
-/// end); the browser is back at the laptop's size after. Returns both screenshots.
+/// A page seen in the flow: screenshotted at the laptop's and the phone's size (from its
+/// top) and checked with axe-core at both (its violations recorded, the serious ones
+/// failing the test at the end); the browser is back at the laptop's size after. Returns
+/// both screenshots.
 fn visit(browser: &mut Browser, step: &str) -> (PathBuf, PathBuf) {
+    visit_at(browser, step, None)
+}
+
+/// [`visit`] with the element `anchor` scrolled to the top of the screenshots.
+fn visit_at(browser: &mut Browser, step: &str, anchor: Option<&str>) -> (PathBuf, PathBuf) {
     browser.set_viewport(Viewport::Laptop);
+    browser.scroll_to(anchor);
     let laptop = browser.screenshot(step);
     browser.axe_check(step);
     browser.set_viewport(Viewport::Phone);
+    browser.scroll_to(anchor);
     let phone = browser.screenshot(step);
     browser.axe_check(step);
     browser.set_viewport(Viewport::Laptop);
@@ -490,7 +498,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     assert!(ann
         .text(&format!("#recorders tr[data-recorder=\"{recorder}\"]"))
         .contains("NVR-0001"));
-    let (online, phone) = visit(&mut ann, "customer-account-online");
+    let (online, phone) = visit_at(&mut ann, "customer-account-online", Some("#recorders"));
     docs.push((online, "account-online.png"));
     docs.push((phone, "account-phone.png"));
     eprintln!("the recorders table showed the recorder online {took:?} after the server did");
@@ -500,15 +508,14 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     ann.wait_for_element("#group_name");
     visit(&mut ann, "groups");
     ann.fill("#group_name", "Viewers");
-    let permission = |p: &str| format!("input[name=\"permissions\"][value=\"{p}\"]");
-    let all: Vec<String> = ann
-        .execute(
-            "return Array.from(document.querySelectorAll('input[name=\"permissions\"]')).map((e) => e.value);",
-            vec![],
-        )
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    // Each group's "Change permissions" form has the same boxes: these are the new group's.
+    ann.execute(
+        "document.getElementById('group_name').form.setAttribute('data-new-group', '');",
+        vec![],
+    );
+    let permission =
+        |p: &str| format!("form[data-new-group] input[name=\"permissions\"][value=\"{p}\"]");
+    let all = ann.values("form[data-new-group] input[name=\"permissions\"]");
     assert!(
         all.iter().any(|p| p == "recorders.view"),
         "permissions offered: {all:?}"
@@ -537,13 +544,14 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     ann.click_button("Add user");
     let sam_row = "tr[data-user=\"sam@store12.example\"]";
     ann.wait_for_element(sam_row);
+    // Still invited: the invitation can be sent again (the API disables only active users).
     let buttons = ann.texts(&format!("{sam_row} button"));
-    for wanted in ["Resend invitation", "Disable"] {
-        assert!(
-            buttons.iter().any(|b| b == wanted),
-            "{wanted:?} in {buttons:?}"
-        );
-    }
+    ann.ensure(buttons.iter().any(|b| b == "Resend invitation"), || {
+        format!("no \"Resend invitation\" for an invited user: {buttons:?}")
+    });
+    ann.ensure(ann.text(sam_row).contains("Viewers"), || {
+        format!("Sam's row does not show the group: {}", ann.text(sam_row))
+    });
     let (users, _) = visit(&mut ann, "users");
     docs.push((users, "users.png"));
     let sam_mail = wait_for(Duration::from_secs(30), "the mail to Sam", || {
@@ -565,6 +573,22 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
         "Sam may not see codes"
     );
     visit(&mut sam, "viewer-account");
+
+    // Now active, Sam can be disabled; his open session ends with it.
+    ann.open(&console.at(&format!("/accounts/{customer}/users")));
+    ann.wait_for_element(sam_row);
+    let buttons = ann.texts(&format!("{sam_row} button"));
+    ann.ensure(buttons.iter().any(|b| b == "Disable"), || {
+        format!("no \"Disable\" for an active user: {buttons:?}")
+    });
+    ann.click_button_in(Some(sam_row), "Disable");
+    ann.wait_until(STEP_TIMEOUT, "Sam's row to say Disabled", |b| {
+        (b.exists(sam_row) && b.text(sam_row).contains("Disabled")).then_some(())
+    });
+    sam.reload();
+    sam.wait_for_path("the login page for a disabled user's session", |p| {
+        p == "/login"
+    });
     drop(sam);
 
     // Jo, in the partner's page, finds the customer and its recorder.
@@ -576,7 +600,7 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     });
     jo.wait_for_element(&badge);
     jo.assert_text(&badge, "Online");
-    visit(&mut jo, "partner-sees-recorder");
+    visit_at(&mut jo, "partner-sees-recorder", Some("#recorders"));
     drop(jo);
 
     // A user of a sibling account types the customer's URLs by hand: "Not found", exactly

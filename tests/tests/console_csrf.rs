@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Command;
 
-use contera_e2e::admin::{first_administrator, sql, GOOD_PASSWORD};
+use contera_e2e::admin::{first_administrator, invite_and_accept, sql, GOOD_PASSWORD};
 use contera_e2e::browser::Console;
 use contera_e2e::enroll_with_curl;
 use serde_json::json;
@@ -504,6 +504,13 @@ fn populated_console() -> (Console, String, Vec<String>) {
         .as_str()
         .expect("registration_code")
         .to_string();
+    // A disabled user and a disabled account, whose pages offer "Enable".
+    let (_, kim) = invite_and_accept(server, &partner, "kim@acme.example", "Kim Cho");
+    api.post(&format!("/users/{kim}/disable"), &json!({}))
+        .expect(200);
+    let (closed, _) = server.create_account("Store 14", "customer", Some(&partner));
+    api.post(&format!("/accounts/{closed}/disable"), &json!({}))
+        .expect(200);
     let scratch = tempfile::tempdir().unwrap();
     let recorder = enroll_with_curl(server, &code, "NVR-CSRF", scratch.path()).recorder_id;
     let seeds = [
@@ -516,6 +523,7 @@ fn populated_console() -> (Console, String, Vec<String>) {
         format!("/accounts/{customer}/users"),
         format!("/accounts/{customer}/groups"),
         format!("/recorders/{recorder}"),
+        format!("/accounts/{closed}"),
         "/tokens".to_string(),
         "/audit".to_string(),
     ]
