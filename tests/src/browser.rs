@@ -402,16 +402,18 @@ impl Browser {
     pub fn set_viewport(&mut self, viewport: Viewport) {
         self.viewport = viewport;
         let (width, height) = viewport.size();
+        self.set_inner_size(width, height);
+    }
+
+    /// Sizes the window so that the page's viewport is `width`×`height` CSS pixels.
+    fn set_inner_size(&self, width: u32, height: u32) {
         self.block(
             "set window size",
             self.client().set_window_size(width, height),
         );
         // The window may be larger than the page it shows: grow it by the difference.
-        let inner = self.execute("return [window.innerWidth, window.innerHeight];", vec![]);
-        let (w, h) = (
-            inner[0].as_u64().unwrap_or(0) as u32,
-            inner[1].as_u64().unwrap_or(0) as u32,
-        );
+        let (w, h) = self.inner_size();
+        let (w, h) = (w as u32, h as u32);
         if (w, h) != (width, height) && w > 0 && h > 0 {
             let (ww, wh) = (
                 width + width.saturating_sub(w),
@@ -419,6 +421,25 @@ impl Browser {
             );
             self.block("set window size", self.client().set_window_size(ww, wh));
         }
+    }
+
+    /// A screenshot of the whole page (up to 4000 pixels high) at the viewport's width,
+    /// named like [`Browser::screenshot`]; the viewport is restored after.
+    pub fn full_page_screenshot(&self, step: &str) -> PathBuf {
+        let (width, height) = self.viewport.size();
+        let full = self
+            .execute(
+                "return Math.ceil(document.documentElement.scrollHeight);",
+                vec![],
+            )
+            .as_u64()
+            .unwrap_or(u64::from(height))
+            .clamp(u64::from(height), 4000) as u32;
+        self.set_inner_size(width, full);
+        self.scroll_to(None);
+        let shot = self.screenshot(step);
+        self.set_inner_size(width, height);
+        shot
     }
 
     /// The page's viewport size in CSS pixels.

@@ -498,9 +498,18 @@ fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
     assert!(ann
         .text(&format!("#recorders tr[data-recorder=\"{recorder}\"]"))
         .contains("NVR-0001"));
-    let (online, phone) = visit_at(&mut ann, "customer-account-online", Some("#recorders"));
-    docs.push((online, "account-online.png"));
-    docs.push((phone, "account-phone.png"));
+    visit_at(&mut ann, "customer-account-online", Some("#recorders"));
+    // The whole page for the README, at both sizes.
+    docs.push((
+        ann.full_page_screenshot("customer-account-online-full"),
+        "account-online.png",
+    ));
+    ann.set_viewport(Viewport::Phone);
+    docs.push((
+        ann.screenshot("customer-account-online-top"),
+        "account-phone.png",
+    ));
+    ann.set_viewport(Viewport::Laptop);
     eprintln!("the recorders table showed the recorder online {took:?} after the server did");
 
     // Ann makes a group that may only view recorders, then adds a user to it.
