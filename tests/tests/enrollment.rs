@@ -155,8 +155,10 @@ fn a_new_key_claiming_an_existing_serial_is_a_possible_replacement() {
 #[test]
 fn a_serial_enrolled_in_another_account_is_flagged_but_never_moved_or_displaced() {
     let server = Server::start();
-    let (account_a, code_a) = server.create_account("Tenant A", "customer", None);
-    let (account_b, code_b) = server.create_account("Tenant B", "customer", None);
+    // Two sites of one partner: the same device re-enrolled at the other site is flagged.
+    let (partner, _) = server.create_account("Partner", "partner", None);
+    let (account_a, code_a) = server.create_account("Site A", "customer", Some(&partner));
+    let (account_b, code_b) = server.create_account("Site B", "customer", Some(&partner));
     let first = Agent::start(&server, "SHARED-SERIAL");
     let second = Agent::start(&server, "SHARED-SERIAL");
     let id_a = first.enroll(&code_a).unwrap()["recorder_id"]
@@ -177,6 +179,16 @@ fn a_serial_enrolled_in_another_account_is_flagged_but_never_moved_or_displaced(
     assert_eq!(after["replaces"], serde_json::Value::Null);
     assert_eq!(after["certificate_expires"], before["certificate_expires"]);
     assert_eq!(first.status()["recorder_id"], id_a.as_str());
+
+    // Another partner's customer with the same serial is not flagged: that would tell
+    // one tenant that another has the device, and its recorder's id.
+    let (_, code_c) = server.create_account("Other tenant", "customer", None);
+    let third = Agent::start(&server, "SHARED-SERIAL");
+    let id_c = third.enroll(&code_c).unwrap()["recorder_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(server.recorder(&id_c)["replaces"], serde_json::Value::Null);
 }
 
 #[test]
