@@ -177,16 +177,6 @@ impl Recording {
             .join(format!("{n:02}-{step}-{}.png", viewport.name()))
     }
 
-    /// Every screenshot taken so far, by name.
-    pub fn screenshots(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "png"));
-        files.sort();
-        files
-    }
-
     /// Pages checked and violations by impact, with every violation found.
     pub fn axe_summary(&self) -> String {
         let checks = self.checks.lock().unwrap();
@@ -900,7 +890,7 @@ impl Browser {
         });
     }
 
-    /// Waits until the page's path (without the query) is `path`, or matches `pred`.
+    /// Waits until the page's path (without the query) satisfies `pred`; returns it.
     pub fn wait_for_path(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.wait_until(STEP_TIMEOUT, what, |b| {
             let url = b.runtime.block_on(b.client().current_url()).ok()?;
@@ -1141,11 +1131,6 @@ pub fn assert_no_failing_violations(recording: &Recording) {
         "serious or critical accessibility violations:\n{}",
         failing.concat()
     );
-}
-
-/// Where [`Browser`] writes its screenshots for `test`, for a test to copy from.
-pub fn screenshot_dir(test: &str) -> PathBuf {
-    target_dir().join("console-screenshots").join(test)
 }
 
 /// Copies `from` to `to` (creating `to`'s directory).

@@ -117,8 +117,9 @@ fn fixture_server() -> u16 {
 /// screenshots, and axe-core injected past a CSP that forbids inline scripts.
 #[test]
 fn the_browser_harness_drives_pages_at_both_sizes_in_two_profiles() {
-    let Some(tools) = contera_e2e::browser::tools_or_skip("the_browser_harness_drives_pages")
-    else {
+    let Some(tools) = contera_e2e::browser::tools_or_skip(
+        "the_browser_harness_drives_pages_at_both_sizes_in_two_profiles",
+    ) else {
         return;
     };
     let base = format!("http://127.0.0.1:{}", fixture_server());
@@ -302,7 +303,7 @@ fn accept_invitation(browser: &mut Browser, link: &str, step: &str) -> String {
 /// checked with axe-core.
 #[test]
 fn a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console() {
-    const TEST: &str = "a_partner_onboards_a_customer_whose_recorder_shows_online";
+    const TEST: &str = "a_partner_onboards_a_customer_whose_recorder_shows_online_in_the_console";
     let Some(tools) = tools_or_skip(TEST) else {
         return;
     };
