@@ -4,6 +4,7 @@
 //! `NOTIFY_SOCKET`), and kills every child on drop.
 
 pub mod admin;
+pub mod browser;
 pub mod tls_client;
 
 use std::io::{BufRead, BufReader};
