@@ -124,10 +124,17 @@ fn avahi_sees_the_recorder_and_the_agent_sees_avahi_services() {
             &["discover", "--timeout", "3", "--json"],
         );
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        // One browse can end before Avahi's A record arrives (the AAAA one may come
+        // first): browse again until the IPv4 address is there too.
         v["servers"]
             .as_array()?
             .iter()
-            .any(|s| s["instance"] == "contera-prov-avahi")
+            .any(|s| {
+                s["instance"] == "contera-prov-avahi"
+                    && s["addresses"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|a| a == Lan::A_IP))
+            })
             .then_some(v)
     });
     let published = listing["servers"]
