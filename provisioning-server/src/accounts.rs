@@ -118,7 +118,7 @@ fn mint(
         label: limits.label.trim().to_string(),
         expires_at: limits.expires_at,
         max_uses: limits.max_uses,
-        created_by: actor.to_string(),
+        created_by: crate::store::split_actor(actor).0.to_string(),
         created_at: now,
     };
     Ok((code, row))

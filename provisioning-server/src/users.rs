@@ -217,7 +217,8 @@ pub(crate) fn new_invited_user(
         name: checked_name(name)?,
         status: UserStatus::Invited,
         created_at: now,
-        created_by: actor.to_owned(),
+        // Who, without the address: the audit row keeps where from.
+        created_by: crate::store::split_actor(actor).0.to_owned(),
         terms_version: None,
         terms_accepted_at: None,
         age_confirmed_at: None,
