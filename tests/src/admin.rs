@@ -103,57 +103,7 @@ impl AdminClient {
 
     /// Any request: `path` is below `/api/v1/admin` unless it starts with `/api/`.
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        let url = if path.starts_with("/api/") {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}/api/v1/admin{path}", self.base)
-        };
-        let scratch = tempfile::tempdir().expect("scratch dir");
-        let head_file = scratch.path().join("head");
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-X", method, "-w", "\n%{http_code}", "--cacert"])
-            .arg(&self.ca)
-            .arg("-D")
-            .arg(&head_file)
-            .arg("-b")
-            .arg(self.jar_file())
-            .arg("-c")
-            .arg(self.jar_file());
-        if let Some(csrf) = &self.csrf {
-            cmd.arg("-H").arg(format!("x-csrf-token: {csrf}"));
-        }
-        if let Some(token) = &self.bearer {
-            cmd.arg("-H").arg(format!("authorization: Bearer {token}"));
-        }
-        for h in &self.headers {
-            cmd.arg("-H").arg(h);
-        }
-        if let Some(body) = body {
-            let file = scratch.path().join("body");
-            std::fs::write(&file, body.to_string()).expect("write body");
-            cmd.args(["-H", "content-type: application/json", "--data-binary"])
-                .arg(format!("@{}", file.display()));
-        }
-        let out = cmd.arg(&url).output().expect("curl runs");
-        assert!(
-            out.status.success(),
-            "curl {method} {url} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let all = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (text, status) = all.rsplit_once('\n').expect("status line");
-        let head = std::fs::read_to_string(&head_file).unwrap_or_default();
-        let headers = head
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        Answer {
-            status: status.trim().parse().expect("HTTP status"),
-            headers,
-            body: serde_json::from_str(text).unwrap_or(Value::Null),
-            text: text.to_owned(),
-        }
+        self.request_with(&[], method, path, body)
     }
 
     pub fn get(&self, path: &str) -> Answer {
@@ -301,117 +251,24 @@ pub fn link_token(text: &str) -> Option<String> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Header lines unfolded, and the body after the blank line.
-fn split_message(text: &str) -> (Vec<(String, String)>, &str) {
-    let text_start = text.trim_start_matches(['\r', '\n']);
-    let (head, body) = text_start
-        .split_once("\r\n\r\n")
-        .or_else(|| text_start.split_once("\n\n"))
-        .unwrap_or((text_start, ""));
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(last) = headers.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-    }
-    (headers, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
+/// A written message decoded by an independent MIME parser (`mail-parser`), as a mail
+/// client would read it.
 fn parse_mail(text: &str) -> OutboxMail {
-    let (headers, body) = split_message(text);
-    let content_type = header(&headers, "content-type");
-    let boundary = content_type
-        .split(';')
-        .filter_map(|p| p.trim().strip_prefix("boundary="))
-        .map(|b| b.trim_matches('"').to_owned())
-        .next()
-        .unwrap_or_else(|| panic!("no multipart boundary in {content_type:?}"));
-    let mut mail = OutboxMail {
-        to: header(&headers, "to").to_owned(),
-        subject: header(&headers, "subject").to_owned(),
-        plain: String::new(),
-        html: String::new(),
-    };
-    for part in body.split(&format!("--{boundary}")).skip(1) {
-        if part.starts_with("--") {
-            break;
-        }
-        let (part_headers, part_body) = split_message(part);
-        let decoded = match header(&part_headers, "content-transfer-encoding")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "quoted-printable" => quoted_printable(part_body),
-            "base64" => base64(part_body),
-            _ => part_body.to_owned(),
-        };
-        let kind = header(&part_headers, "content-type").to_ascii_lowercase();
-        if kind.starts_with("text/plain") {
-            mail.plain = decoded;
-        } else if kind.starts_with("text/html") {
-            mail.html = decoded;
-        }
+    let message = mail_parser::MessageParser::default()
+        .parse(text.as_bytes())
+        .unwrap_or_else(|| panic!("not a mail message:\n{text}"));
+    OutboxMail {
+        to: message.header_raw("To").unwrap_or("").trim().to_owned(),
+        subject: message.subject().unwrap_or("").to_owned(),
+        plain: message
+            .body_text(0)
+            .map(|b| b.into_owned())
+            .unwrap_or_default(),
+        html: message
+            .body_html(0)
+            .map(|b| b.into_owned())
+            .unwrap_or_default(),
     }
-    mail
-}
-
-fn quoted_printable(text: &str) -> String {
-    let joined = text.replace("=\r\n", "").replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'=', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let Some(v) = ALPHABET.iter().position(|a| *a == c) else {
-            continue;
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The mails the server wrote to its outbox (no SMTP relay configured) for `to`, oldest
@@ -439,10 +296,12 @@ pub fn outbox_texts(server: &Server, to: &str) -> Vec<String> {
 
 /// The token of the accept link (`…/invitations/accept#token=<hex>`) in a mail's text.
 pub fn accept_token_in(text: &str) -> String {
-    let (_, rest) = text
-        .split_once("/invitations/accept#token=")
-        .unwrap_or_else(|| panic!("no accept link in the mail:\n{text}"));
-    rest.chars().take_while(char::is_ascii_hexdigit).collect()
+    link_token(text).unwrap_or_else(|| {
+        panic!(
+            "no accept link in the mail:
+{text}"
+        )
+    })
 }
 
 /// The token of the newest invitation mailed to `to` (by file time, which is coarse: to
@@ -452,89 +311,15 @@ pub fn mailed_token(server: &Server, to: &str) -> String {
     accept_token_in(texts.last().unwrap_or_else(|| panic!("no mail to {to}")))
 }
 
-/// The decoded text/plain part of a MIME message (7bit, quoted-printable or base64).
+/// The decoded text/plain part of a MIME message.
 fn mail_text(raw: &str) -> String {
-    let raw = raw.replace("\r\n", "\n");
-    let start = raw
-        .to_ascii_lowercase()
-        .find("content-type: text/plain")
-        .expect("a text/plain part");
-    let part = &raw[start..];
-    let (head, body) = part.split_once("\n\n").expect("part headers end");
-    let body = body.split("\n--").next().unwrap_or(body);
-    let encoding = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-transfer-encoding:")
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    match encoding.as_str() {
-        "quoted-printable" => decode_quoted_printable(body),
-        "base64" => String::from_utf8(decode_base64(body)).expect("UTF-8 text"),
-        _ => body.to_owned(),
-    }
-}
-
-fn decode_quoted_printable(body: &str) -> String {
-    let joined = body.replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (bytes[i], hex) {
-            (b'=', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).expect("UTF-8 text")
-}
-
-fn decode_base64(body: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in body
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let v = ALPHABET.iter().position(|a| *a == c).expect("base64 digit") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+    parse_mail(raw).plain
 }
 
 /// Runs SQL on the server's database with the `sqlite3` CLI (the server keeps running: the
-/// database is in WAL mode), e.g. to age a row the way the clock would.
-pub fn sqlite(server: &Server, sql: &str) -> String {
-    let out = Command::new("sqlite3")
-        .arg(server.data_dir().join("contera.db"))
-        .arg(".timeout 10000")
-        .arg(sql)
-        .output()
-        .expect("sqlite3 runs (apt install sqlite3)");
-    assert!(
-        out.status.success(),
-        "sqlite3 {sql:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// database is in WAL mode), e.g. to age a row the way the clock would. The same as [`sql`].
+pub fn sqlite(server: &Server, statements: &str) -> String {
+    sql(server, statements)
 }
 
 /// Invites another user into `account` with the CLI (default group: Administrators) and

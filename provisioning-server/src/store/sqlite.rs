@@ -985,25 +985,7 @@ impl Store for SqliteStore {
     }
 
     async fn invitation(&self, token_hash: &[u8]) -> Result<Option<Invitation>, StoreError> {
-        let row = sqlx::query(
-            "SELECT token_hash, user_id, created_at, expires_at, used_at, replaced_at \
-             FROM invitations WHERE token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| -> Result<Invitation, sqlx::Error> {
-                Ok(Invitation {
-                    token_hash: r.try_get("token_hash")?,
-                    user_id: r.try_get("user_id")?,
-                    created_at: r.try_get("created_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                    used_at: r.try_get("used_at")?,
-                    replaced_at: r.try_get("replaced_at")?,
-                })
-            })
-            .transpose()?)
+        auth::emailed_link(&self.pool, "invitations", token_hash).await
     }
 
     async fn accept_invitation(&self, acceptance: &Acceptance<'_>) -> Result<User, StoreError> {

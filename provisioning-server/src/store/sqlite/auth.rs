@@ -336,16 +336,26 @@ pub(super) async fn password_reset(
     pool: &SqlitePool,
     token_hash: &[u8],
 ) -> Result<Option<PasswordReset>, StoreError> {
-    let row = sqlx::query(
+    emailed_link(pool, "password_resets", token_hash).await
+}
+
+/// One emailed link by its token's hash, from `table`: `invitations` or
+/// `password_resets`, which share their columns and rules.
+pub(super) async fn emailed_link(
+    pool: &SqlitePool,
+    table: &'static str,
+    token_hash: &[u8],
+) -> Result<Option<Invitation>, StoreError> {
+    let row = sqlx::query(&format!(
         "SELECT token_hash, user_id, created_at, expires_at, used_at, replaced_at \
-         FROM password_resets WHERE token_hash = ?",
-    )
+         FROM {table} WHERE token_hash = ?"
+    ))
     .bind(token_hash)
     .fetch_optional(pool)
     .await?;
     Ok(row
-        .map(|r| -> Result<PasswordReset, sqlx::Error> {
-            Ok(PasswordReset {
+        .map(|r| -> Result<Invitation, sqlx::Error> {
+            Ok(Invitation {
                 token_hash: r.try_get("token_hash")?,
                 user_id: r.try_get("user_id")?,
                 created_at: r.try_get("created_at")?,
