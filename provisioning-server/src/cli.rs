@@ -17,7 +17,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::mail::{self, Delivery, Mailer};
 use crate::permissions::{Permission, PermissionSet};
 use crate::secrets::CodeKey;
-use crate::store::{Account, AccountKind, CodeInfo, Group, Recorder, SqliteStore, Store, User};
+use crate::store::{Account, AccountKind, CodeInfo, Group, Recorder, Store, User};
 use crate::terminal::{safe, safe_json};
 use crate::users;
 
@@ -413,11 +413,10 @@ fn prepare_data_dir(config: &ServerConfig) -> anyhow::Result<()> {
 
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
     prepare_data_dir(config)?;
-    let path = config.database_path();
-    let store = SqliteStore::open(&path)
+    let database = config.database()?;
+    crate::store::open(&database, 2)
         .await
-        .with_context(|| format!("opening database {}", path.display()))?;
-    Ok(Arc::new(store))
+        .with_context(|| format!("opening database {}", database.redacted()))
 }
 
 /// The key that seals registration codes, created on first use; a clear error when it is

@@ -12,6 +12,13 @@ pub struct ServerConfig {
     /// Holds the SQLite database and `tls/`. Created on first start.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Where the data lives: `sqlite://PATH` (the default is `contera.db` in `data_dir`)
+    /// or `postgres://USER:PASSWORD@HOST/DB` for several server replicas on one database.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Most database connections this process holds open at once.
+    #[serde(default = "default_database_max_connections")]
+    pub database_max_connections: u32,
     /// Address and port the HTTPS API listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -477,6 +484,10 @@ fn default_request_timeout_secs() -> u64 {
 fn default_http2_max_concurrent_streams() -> u32 {
     32
 }
+fn default_database_max_connections() -> u32 {
+    8
+}
+
 fn default_presence_flush_millis() -> u64 {
     1000
 }
@@ -647,6 +658,15 @@ impl ServerConfig {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir is empty: name a directory the server may write".into());
         }
+        if let Err(e) = self.database() {
+            problems.push(e.to_string());
+        }
+        if !(1..=1024).contains(&self.database_max_connections) {
+            problems.push(format!(
+                "database_max_connections = {}: use a value from 1 to 1024",
+                self.database_max_connections
+            ));
+        }
         self.mail.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
@@ -673,9 +693,17 @@ impl ServerConfig {
         self.data_dir.join("outbox")
     }
 
-    /// The SQLite database file inside the data directory.
+    /// The SQLite database file inside the data directory: the default database.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("contera.db")
+    }
+
+    /// Which database `database_url` names, or the default SQLite file.
+    pub fn database(&self) -> Result<crate::store::DatabaseUrl, crate::store::DatabaseUrlError> {
+        match &self.database_url {
+            None => Ok(crate::store::DatabaseUrl::Sqlite(self.database_path())),
+            Some(url) => url.parse(),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use crate::connection;
 use crate::descriptors::{self, ConnectionBudget};
 use crate::limits::{ConnectionSlots, EnrollLimits};
 use crate::recorders::{PresenceBuffer, Recorders};
-use crate::store::{NewAuditEntry, SqliteStore, Store};
+use crate::store::NewAuditEntry;
 
 /// How long open connections may finish their requests once shutdown began.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,11 +128,10 @@ pub async fn launch(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.database_path())
-            .await
-            .with_context(|| format!("opening database {}", config.database_path().display()))?,
-    );
+    let database = config.database()?;
+    let store = crate::store::open(&database, config.database_max_connections)
+        .await
+        .with_context(|| format!("opening database {}", database.redacted()))?;
     // The key that seals registration codes is made on first start, so it exists to be
     // backed up with the database. The server itself only checks codes by their hash, so a
     // key lost while sealed codes exist is reported and serving goes on: codes still enroll,

@@ -4,10 +4,100 @@
 
 mod sqlite;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
 pub use sqlite::SqliteStore;
+
+/// The database a server or the admin CLI works on, from `database_url`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// One file, embedded: the default, for one server process (and the CLI beside it).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server, shared by any number of server replicas. Kept whole, password
+    /// included: show it with [`DatabaseUrl::redacted`] only.
+    Postgres(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("database_url = {0:?}: use sqlite://PATH (e.g. sqlite:///var/lib/contera-provisioning/contera.db) or postgres://USER:PASSWORD@HOST:PORT/DATABASE")]
+    Scheme(String),
+    #[error("database_url = \"sqlite://\" names no file: use sqlite:///absolute/path/contera.db")]
+    EmptyPath,
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = DatabaseUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(DatabaseUrlError::EmptyPath);
+            }
+            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_string()))
+        } else {
+            // Only the scheme is echoed: the rest may hold a password.
+            let scheme = url.split("://").next().unwrap_or_default();
+            Err(DatabaseUrlError::Scheme(format!("{scheme}://…")))
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced, for logs and error messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    // Query parameters may carry `password=` too: drop the query whole.
+    let tail = tail.split('?').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+/// Opens the database `url` names and brings its schema up to date.
+pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        DatabaseUrl::Postgres(_) => {
+            let _ = max_connections;
+            Err(StoreError::Conflict(
+                "this build has no PostgreSQL store yet".into(),
+            ))
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -802,4 +892,40 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_password_never_reaches_the_redacted_form() {
+        let url: DatabaseUrl = "postgres://contera:s3cret@db.example:5432/contera?password=s3cret"
+            .parse()
+            .unwrap();
+        let shown = url.redacted();
+        assert_eq!(shown, "postgres://contera:***@db.example:5432/contera");
+        assert!(!format!("{url:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_refused_naming_the_forms_that_work() {
+        let err = "mysql://root:pw@host/db"
+            .parse::<DatabaseUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sqlite://") && err.contains("postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains("pw"), "{err}");
+        assert!(matches!(
+            "sqlite://".parse::<DatabaseUrl>(),
+            Err(DatabaseUrlError::EmptyPath)
+        ));
+        assert_eq!(
+            "sqlite:///var/lib/x.db".parse::<DatabaseUrl>().unwrap(),
+            DatabaseUrl::Sqlite("/var/lib/x.db".into())
+        );
+    }
 }
