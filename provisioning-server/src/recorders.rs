@@ -86,29 +86,58 @@ impl From<CodeRejected> for RecorderError {
 #[derive(Default)]
 pub struct PresenceBuffer {
     pending: Mutex<HashMap<String, Presence>>,
-    /// The last status written per recorder, so unchanged status is not rewritten.
-    written_status: Mutex<HashMap<String, String>>,
+    /// A hash of the last status written per recorder (clock-driven fields left out), so
+    /// an unchanged status is not rewritten; eight bytes per recorder, not the payload.
+    written_status: Mutex<HashMap<String, u64>>,
+}
+
+/// The status payload to store, without its clock-driven field, and that field.
+fn split_status(mut status: contera_protocol::v1::RecorderStatus) -> (String, Option<i64>) {
+    let uptime = status
+        .uptime_secs
+        .take()
+        .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX));
+    let payload = serde_json::to_string(&status).unwrap_or_else(|_| "{}".into());
+    (payload, uptime)
+}
+
+fn status_hash(status: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(status)
 }
 
 impl PresenceBuffer {
-    fn touch(&self, recorder_id: &str, now: i64, interval: u32, status: String) {
+    fn touch(
+        &self,
+        recorder_id: &str,
+        now: i64,
+        interval: u32,
+        status: String,
+        uptime_secs: Option<i64>,
+    ) {
+        let hash = status_hash(&status);
         let changed = self
             .written_status
             .lock()
             .expect("not poisoned")
             .get(recorder_id)
-            != Some(&status);
+            != Some(&hash);
         let mut pending = self.pending.lock().expect("not poisoned");
-        let entry = pending
-            .entry(recorder_id.to_string())
-            .or_insert_with(|| Presence {
-                recorder_id: recorder_id.to_string(),
-                last_seen: now,
-                online_until: now,
-                status: None,
-            });
+        let entry = match pending.get_mut(recorder_id) {
+            Some(entry) => entry,
+            None => pending
+                .entry(recorder_id.to_string())
+                .or_insert_with(|| Presence {
+                    recorder_id: recorder_id.to_string(),
+                    last_seen: now,
+                    online_until: now,
+                    status: None,
+                    uptime_secs: None,
+                }),
+        };
         entry.last_seen = now;
         entry.online_until = now + GRACE_INTERVALS * i64::from(interval);
+        entry.uptime_secs = uptime_secs;
         // Unchanged since the last write: nothing to write, even if an intermediate
         // status is pending.
         entry.status = changed.then_some(status);
@@ -129,7 +158,7 @@ impl PresenceBuffer {
                 let mut written = self.written_status.lock().expect("not poisoned");
                 for p in &batch {
                     if let Some(status) = &p.status {
-                        written.insert(p.recorder_id.clone(), status.clone());
+                        written.insert(p.recorder_id.clone(), status_hash(status));
                     }
                 }
                 Ok(batch.len())
@@ -345,12 +374,13 @@ impl Recorders {
     ) -> Result<HeartbeatResponse, RecorderError> {
         let (recorder, presented) = self.authenticate(cert, false).await?;
         let now = OffsetDateTime::now_utc();
-        let status = serde_json::to_string(&req.status).unwrap_or_else(|_| "{}".into());
+        let (status, uptime_secs) = split_status(req.status);
         self.presence.touch(
             &recorder.id,
             now.unix_timestamp(),
             self.heartbeat_interval_secs,
             status,
+            uptime_secs,
         );
         let account = self
             .store

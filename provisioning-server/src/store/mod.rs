@@ -357,8 +357,54 @@ pub struct Presence {
     pub recorder_id: String,
     pub last_seen: i64,
     pub online_until: i64,
-    /// Written only when it changed since the last write.
+    /// The status payload without its clock-driven fields: written only when it changed
+    /// since the last write.
     pub status: Option<String>,
+    /// The status's clock-driven field, kept apart so that an uptime that grows at every
+    /// heartbeat does not rewrite the payload: written at every flush, with `last_seen`.
+    pub uptime_secs: Option<i64>,
+}
+
+/// Something a heartbeat answer depends on changed: a recorder (revoked, moved, new key,
+/// removed) or an account (renamed, disabled or enabled, which covers its subtree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FactChange {
+    Recorder(String),
+    Account(String),
+}
+
+/// The changes since a time, and the database's own clock when they were read, so that
+/// servers with skewed clocks agree on where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct FactChanges {
+    pub changes: Vec<FactChange>,
+    pub now_ms: i64,
+}
+
+/// How busy the store's connection pool is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolUse {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// Puts the clock-driven field back into a stored status payload (a JSON object) when
+/// one was reported, so readers see the payload as the recorder sent it.
+pub fn merge_uptime(status: Option<String>, uptime_secs: Option<i64>) -> Option<String> {
+    let Some(uptime) = uptime_secs else {
+        return status;
+    };
+    let mut object = match status
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        Some(Ok(serde_json::Value::Object(map))) => map,
+        Some(_) => return status,
+        None => serde_json::Map::new(),
+    };
+    object.insert("uptime_secs".into(), uptime.into());
+    Some(serde_json::Value::Object(object).to_string())
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -618,8 +664,17 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         actor: Actor<'_>,
     ) -> Result<bool, StoreError>;
-    /// Writes a batch of coalesced heartbeats in one transaction.
+    /// Writes a batch of coalesced heartbeats in ONE statement whatever its size (rows
+    /// sorted by id, so concurrent flushes of replicas take row locks in one order):
+    /// last seen, online until and uptime always; the status only where it is `Some`.
+    /// A revoked recorder stays offline, and a goodbye newer than the heartbeat stands.
     async fn record_presence(&self, batch: &[Presence]) -> Result<(), StoreError>;
+    /// Changes to heartbeat facts recorded after `since_ms` (database clock, Unix ms).
+    async fn fact_changes_since(&self, since_ms: i64) -> Result<FactChanges, StoreError>;
+    /// Forgets fact changes recorded before `before_ms`; returns how many.
+    async fn prune_fact_changes(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// How many connections the pool holds and how many of them are idle.
+    fn pool_use(&self) -> PoolUse;
     /// A clean shutdown: offline from now, with the reason kept apart from a missed
     /// heartbeat.
     async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError>;

@@ -24,7 +24,7 @@ pub struct SqliteStore {
 
 const RECORDER_COLUMNS: &str = "id, account_id, key_fingerprint, serial, mac, model, firmware, \
     agent_version, replaces, enrolled_at, cert_serial, cert_not_after, last_seen, online_until, \
-    status, revoked_at, offline_reason, name, replacement_confirmed_at";
+    status, revoked_at, offline_reason, name, replacement_confirmed_at, uptime_secs";
 
 /// Every account read carries `disabled_via`, the nearest disabled account up its
 /// ancestry, from a recursive CTE in the same statement. The heartbeat already reads the
@@ -106,7 +106,7 @@ fn recorder_from_row(row: &SqliteRow) -> Result<Recorder, sqlx::Error> {
         cert_not_after: row.try_get("cert_not_after")?,
         last_seen: row.try_get("last_seen")?,
         online_until: row.try_get("online_until")?,
-        status: row.try_get("status")?,
+        status: merge_uptime(row.try_get("status")?, row.try_get("uptime_secs")?),
         revoked_at: row.try_get("revoked_at")?,
         offline_reason: row.try_get("offline_reason")?,
         name: row.try_get("name")?,
@@ -620,25 +620,76 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = begin_write(&self.pool).await?;
-        for p in batch {
-            // A revoked recorder stays offline whatever heartbeats were in flight.
-            sqlx::query(
-                "UPDATE recorders SET last_seen = MAX(COALESCE(last_seen, 0), ?), \
-                 online_until = CASE WHEN revoked_at IS NULL THEN ? ELSE NULL END, \
-                 offline_reason = NULL, status = COALESCE(?, status) WHERE id = ? \
-                 AND NOT (offline_reason IS NOT NULL AND COALESCE(last_seen, 0) >= ?)",
-            )
-            .bind(p.last_seen)
-            .bind(p.online_until)
-            .bind(&p.status)
-            .bind(&p.recorder_id)
-            .bind(p.last_seen)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        // One statement, one bound parameter: the batch as a JSON array, however long (a
+        // VALUES list would hit SQLite's limit on bound parameters).
+        let mut sorted: Vec<&Presence> = batch.iter().collect();
+        sorted.sort_by(|a, b| a.recorder_id.cmp(&b.recorder_id));
+        let rows: Vec<serde_json::Value> = sorted
+            .iter()
+            .map(|p| {
+                serde_json::json!([
+                    p.recorder_id,
+                    p.last_seen,
+                    p.online_until,
+                    p.uptime_secs,
+                    p.status
+                ])
+            })
+            .collect();
+        let rows = serde_json::Value::Array(rows).to_string();
+        // A revoked recorder stays offline whatever heartbeats were in flight; a goodbye
+        // newer than the heartbeat stands.
+        sqlx::query(
+            "UPDATE recorders SET last_seen = MAX(COALESCE(recorders.last_seen, 0), v.last_seen), \
+             online_until = CASE WHEN recorders.revoked_at IS NULL THEN v.online_until ELSE NULL END, \
+             offline_reason = NULL, uptime_secs = COALESCE(v.uptime_secs, recorders.uptime_secs), \
+             status = COALESCE(v.status, recorders.status) \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS last_seen, value ->> 2 AS online_until, \
+                          value ->> 3 AS uptime_secs, value ->> 4 AS status FROM json_each(?)) AS v \
+             WHERE recorders.id = v.id \
+             AND NOT (recorders.offline_reason IS NOT NULL AND COALESCE(recorders.last_seen, 0) >= v.last_seen)",
+        )
+        .bind(rows)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn fact_changes_since(&self, since_ms: i64) -> Result<FactChanges, StoreError> {
+        let now_ms: i64 =
+            sqlx::query_scalar("SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
+                .fetch_one(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT recorder_id, account_id FROM fact_changes WHERE at_ms > ? ORDER BY seq",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in rows {
+            let recorder: Option<String> = row.try_get("recorder_id")?;
+            let account: Option<String> = row.try_get("account_id")?;
+            changes.extend(recorder.map(FactChange::Recorder));
+            changes.extend(account.map(FactChange::Account));
+        }
+        Ok(FactChanges { changes, now_ms })
+    }
+
+    async fn prune_fact_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM fact_changes WHERE at_ms < ?")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn pool_use(&self) -> PoolUse {
+        PoolUse {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError> {

@@ -342,6 +342,7 @@ mod tests {
                 last_seen: 10,
                 online_until: 40,
                 status: None,
+                uptime_secs: None,
             }])
             .await
             .unwrap();

@@ -366,6 +366,7 @@ mod tests {
                 last_seen: 90,
                 online_until: 150,
                 status: None,
+                uptime_secs: None,
             }])
             .await
             .unwrap();
