@@ -25,7 +25,10 @@ store_test!(
             store.user_by_email("jo@example.COM").await.unwrap(),
             Some(stored.clone())
         );
-        assert_eq!(store.users(Some("a")).await.unwrap(), [stored.clone()]);
+        assert_eq!(
+            store.users(Some("a")).await.unwrap(),
+            std::slice::from_ref(&stored)
+        );
         assert!(store.users(Some("b")).await.unwrap().is_empty());
         assert_eq!(store.users(None).await.unwrap().len(), 1);
         assert_eq!(store.password_hash(&user.id).await.unwrap(), None);
