@@ -2,9 +2,9 @@
 //! and run on each backend: SQLite always, PostgreSQL when `CONTERA_TEST_POSTGRES_URL`
 //! names a server (each test in a database of its own, dropped afterwards).
 //!
-//! Each `store_test!` becomes a module with one test per backend, so a failure reads
-//! `recorders::renaming_audits_old_and_new::postgres`; `cargo test --test store_behaviour
-//! -- ::sqlite` (or `::postgres`) runs one half.
+//! Each `store_test!` becomes a module with one test per backend, so a failure names the
+//! backend: `recorders::confirming_a_replacement_revokes_the_old_recorder_once::postgres`.
+//! `cargo test --test store_behaviour -- ::sqlite` (or `::postgres`) runs one half.
 
 /// `store_test!(name, |db| async move { ... })` makes `name::sqlite` and `name::postgres`,
 /// each running the body with `db`, a [`backend::TestDb`] on a fresh, migrated, empty
