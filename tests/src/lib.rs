@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod browser;
+pub mod postgres;
 pub mod tls_client;
 
 use std::io::{BufRead, BufReader};
@@ -108,6 +109,28 @@ impl Server {
         std::fs::write(&config_path, config).expect("config file");
         server.args = vec!["--config".to_string(), config_path.display().to_string()];
         server.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        server.spawn(0);
+        server
+    }
+
+    /// Starts another replica of `first`: its own data directory and ports, the same
+    /// TLS and device-CA material and code key (copied from `first`'s data directory, as
+    /// an operator copies them to a new host), and `config` (which names the shared
+    /// database) as its configuration file.
+    pub fn start_replica_of(first: &Server, config: &str) -> Server {
+        let mut server = Server::unstarted(first.heartbeat_interval_secs);
+        for shared in ["tls", "secrets"] {
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(first.dir.path().join(shared))
+                .arg(server.dir.path())
+                .status()
+                .expect("cp runs");
+            assert!(status.success(), "copying {shared}/ from the first replica");
+        }
+        let config_path = server.dir.path().join("server.toml");
+        std::fs::write(&config_path, config).expect("config file");
+        server.args = vec!["--config".to_string(), config_path.display().to_string()];
         server.spawn(0);
         server
     }
@@ -333,9 +356,11 @@ impl Server {
         assert_eq!(self.port, port);
     }
 
-    /// Runs an admin command against the data directory.
+    /// Runs an admin command against the data directory (and the configuration file the
+    /// server was started with, if any: its database).
     pub fn admin(&self, args: &[&str]) -> Output {
         Command::new(bin("contera-provisioning"))
+            .args(&self.args)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(args)
