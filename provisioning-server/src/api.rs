@@ -20,17 +20,18 @@ use contera_protocol::v1::{
 };
 use contera_protocol::{ErrorBody, ErrorCode, RegistrationCode};
 use http_body_util::BodyExt;
-use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 
 use crate::accounts;
 use crate::limits::{EnrollLimits, FailedAttempts, Refused};
+use crate::peer_cert::PeerCertificate;
 use crate::recorders::{RecorderError, Recorders};
 
-/// The TLS client certificate of the connection a request came on, if any. The TLS layer
-/// verified it chains to the device CA before the request got here.
+/// The TLS client certificate of the connection a request came on, if any, parsed once per
+/// connection. The TLS layer verified it chains to the device CA before the request got
+/// here.
 #[derive(Clone, Debug, Default)]
-pub struct ClientCert(pub Option<Arc<CertificateDer<'static>>>);
+pub struct ClientCert(pub Option<Arc<PeerCertificate>>);
 
 /// The TCP peer of the connection, for rate limiting.
 #[derive(Clone, Copy, Debug)]

@@ -58,6 +58,12 @@ pub struct ServerConfig {
     /// one row per code public id and period of this many seconds, not one per attempt.
     #[serde(default = "default_failed_attempts_audit_secs")]
     pub failed_attempts_audit_secs: u64,
+    /// How often this server reads what changed elsewhere (the admin CLI, other replicas)
+    /// about recorders and accounts, in milliseconds: heartbeats are answered from memory,
+    /// so a revocation or an account disabled elsewhere holds here within this period.
+    /// Changes made through this server hold at once.
+    #[serde(default = "default_facts_refresh_millis")]
+    pub facts_refresh_millis: u64,
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
@@ -488,6 +494,10 @@ fn default_database_max_connections() -> u32 {
     8
 }
 
+fn default_facts_refresh_millis() -> u64 {
+    1000
+}
+
 fn default_presence_flush_millis() -> u64 {
     1000
 }
@@ -660,6 +670,12 @@ impl ServerConfig {
         }
         if let Err(e) = self.database() {
             problems.push(e.to_string());
+        }
+        if !(50..=60_000).contains(&self.facts_refresh_millis) {
+            problems.push(format!(
+                "facts_refresh_millis = {}: use a value from 50 to 60000",
+                self.facts_refresh_millis
+            ));
         }
         if !(1..=1024).contains(&self.database_max_connections) {
             problems.push(format!(

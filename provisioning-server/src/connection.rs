@@ -145,7 +145,7 @@ pub async fn serve<G: Send + 'static>(
             .1
             .peer_certificates()
             .and_then(|chain| chain.first())
-            .map(|c| Arc::new(c.clone().into_owned())),
+            .map(|c| Arc::new(crate::peer_cert::PeerCertificate::parse(c))),
     );
     let activity = Activity::new();
     let service = {

@@ -8,14 +8,13 @@ use contera_protocol::v1::{
     AccountRef, EnrollRequest, EnrollResponse, GoodbyeRequest, HeartbeatRequest, HeartbeatResponse,
     Instruction, RenewRequest, RenewResponse,
 };
-use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 use crate::accounts::{self, CodeRejected};
 use crate::ca::{self, CaError, CsrError, DeviceCa};
-use crate::store::{
-    CertificateRecord, EnrollKind, EnrollRecord, Presence, Recorder, Store, StoreError,
-};
+use crate::facts::{Facts, RecorderFacts};
+use crate::peer_cert::{PeerCertificate, Presented};
+use crate::store::{CertificateRecord, EnrollKind, EnrollRecord, Presence, Store, StoreError};
 
 /// Longest accepted hardware field (serial, model, …), in bytes.
 const MAX_FIELD_BYTES: usize = 256;
@@ -186,6 +185,12 @@ impl PresenceBuffer {
     }
 }
 
+/// The recorder a renewal is for.
+struct Renewing {
+    id: String,
+    key_fingerprint: String,
+}
+
 /// The recorder-facing service: what the API's recorder routes call.
 pub struct Recorders {
     pub store: Arc<dyn Store>,
@@ -195,6 +200,8 @@ pub struct Recorders {
     /// How long after expiry a certificate may still renew.
     pub expired_renewal_grace: Duration,
     pub presence: PresenceBuffer,
+    /// What heartbeats need to know, in memory (see [`crate::facts`]).
+    pub facts: Arc<Facts>,
     /// Renewals per recorder: each one signs, writes and audits, so a recorder (or a
     /// stolen key) cannot grow the database without bound.
     pub renew_limiter: RenewLimiter,
@@ -227,30 +234,6 @@ fn check_field(name: &str, value: &str, required: bool) -> Result<(), RecorderEr
         )));
     }
     Ok(())
-}
-
-/// Who a client certificate says it is.
-struct Presented {
-    recorder_id: String,
-    key_fingerprint: String,
-    not_after: i64,
-}
-
-fn presented(cert: &CertificateDer<'_>) -> Result<Presented, RecorderError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|_| RecorderError::UnknownCertificate)?;
-    let recorder_id = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .ok_or(RecorderError::UnknownCertificate)?
-        .to_string();
-    Ok(Presented {
-        recorder_id,
-        key_fingerprint: ca::spki_fingerprint(cert.public_key().raw),
-        not_after: cert.validity().not_after.timestamp(),
-    })
 }
 
 impl Recorders {
@@ -308,6 +291,7 @@ impl Recorders {
             }
         };
         let recorder = outcome.recorder;
+        self.facts.forget_recorder(&recorder.id);
         match &outcome.kind {
             EnrollKind::New { replaces: Some(old) } => log::info!(
                 "recorder {} enrolled into account {} with code {code_public_id}; possible replacement of {old}",
@@ -338,14 +322,17 @@ impl Recorders {
 
     /// The recorder a client certificate belongs to, if it is current and not revoked.
     /// An expired certificate passes only when `allow_expired` (renewal, goodbye) and only
-    /// within the grace period.
-    async fn authenticate(
+    /// within the grace period. Reads no database while the recorder's facts are cached.
+    async fn authenticate<'c>(
         &self,
-        cert: Option<&CertificateDer<'static>>,
+        cert: Option<&'c PeerCertificate>,
         allow_expired: bool,
-    ) -> Result<(Recorder, Presented), RecorderError> {
+    ) -> Result<(Arc<RecorderFacts>, &'c Presented), RecorderError> {
         let cert = cert.ok_or(RecorderError::NoCertificate)?;
-        let presented = presented(cert)?;
+        let presented = cert
+            .presented
+            .as_ref()
+            .ok_or(RecorderError::UnknownCertificate)?;
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if presented.not_after < now
             && (!allow_expired
@@ -354,11 +341,11 @@ impl Recorders {
             return Err(RecorderError::CertificateExpired);
         }
         let recorder = self
-            .store
-            .recorder(&presented.recorder_id)
+            .facts
+            .recorder(self.store.as_ref(), &presented.recorder_id)
             .await?
             .ok_or(RecorderError::UnknownCertificate)?;
-        if recorder.revoked_at.is_some() {
+        if recorder.revoked {
             return Err(RecorderError::Revoked);
         }
         if recorder.key_fingerprint != presented.key_fingerprint {
@@ -369,22 +356,22 @@ impl Recorders {
 
     pub async fn heartbeat(
         &self,
-        cert: Option<&CertificateDer<'static>>,
+        cert: Option<&PeerCertificate>,
         req: HeartbeatRequest,
     ) -> Result<HeartbeatResponse, RecorderError> {
         let (recorder, presented) = self.authenticate(cert, false).await?;
         let now = OffsetDateTime::now_utc();
         let (status, uptime_secs) = split_status(req.status);
         self.presence.touch(
-            &recorder.id,
+            &presented.recorder_id,
             now.unix_timestamp(),
             self.heartbeat_interval_secs,
             status,
             uptime_secs,
         );
         let account = self
-            .store
-            .account(&recorder.account_id)
+            .facts
+            .account(self.store.as_ref(), &recorder.account_id)
             .await?
             .ok_or_else(|| RecorderError::Conflict("the recorder's account is gone".into()))?;
         let mut instructions = Vec::new();
@@ -392,7 +379,7 @@ impl Recorders {
         // A disabled account's recorder is still answered (200) and still counted as
         // alive above, so that it notices enabling at its next heartbeat; it is told why
         // nothing else happens, and is not asked to renew (renewal is refused meanwhile).
-        if account.effectively_disabled() {
+        if account.disabled {
             instructions.push(Instruction::AccountDisabled);
         } else if remaining < self.certificate_lifetime.whole_seconds() / 10 {
             instructions.push(Instruction::Renew);
@@ -400,8 +387,8 @@ impl Recorders {
         Ok(HeartbeatResponse {
             heartbeat_interval_secs: self.heartbeat_interval_secs,
             account: AccountRef {
-                id: account.id,
-                name: account.name,
+                id: recorder.account_id.clone(),
+                name: account.name.clone(),
             },
             instructions,
             server_time: now,
@@ -411,10 +398,11 @@ impl Recorders {
     /// The agent is stopping cleanly: offline now, recorded as a shutdown.
     pub async fn goodbye(
         &self,
-        cert: Option<&CertificateDer<'static>>,
+        cert: Option<&PeerCertificate>,
         req: GoodbyeRequest,
     ) -> Result<(), RecorderError> {
-        let (recorder, _) = self.authenticate(cert, true).await?;
+        let (_, presented) = self.authenticate(cert, true).await?;
+        let recorder_id = &presented.recorder_id;
         let reason: String = req
             .reason
             .chars()
@@ -426,15 +414,15 @@ impl Recorders {
         } else {
             reason
         };
-        self.presence.forget(&recorder.id);
+        self.presence.forget(recorder_id);
         self.store
             .record_goodbye(
-                &recorder.id,
+                recorder_id,
                 OffsetDateTime::now_utc().unix_timestamp(),
                 &reason,
             )
             .await?;
-        log::info!("recorder {} said goodbye ({reason})", recorder.id);
+        log::info!("recorder {recorder_id} said goodbye ({reason})");
         Ok(())
     }
 
@@ -442,14 +430,21 @@ impl Recorders {
     /// the recorder keeps its id because its current certificate vouches for it.
     pub async fn renew(
         &self,
-        cert: Option<&CertificateDer<'static>>,
+        cert: Option<&PeerCertificate>,
         req: RenewRequest,
     ) -> Result<RenewResponse, RecorderError> {
-        let (recorder, _) = self.authenticate(cert, true).await?;
+        let (facts, presented) = self.authenticate(cert, true).await?;
+        let recorder = Renewing {
+            id: presented.recorder_id.clone(),
+            key_fingerprint: facts.key_fingerprint.clone(),
+        };
         // Checked before the rate limit, so that a refused renewal does not use up the
         // allowance the recorder needs once its account is enabled again.
-        let account = self.store.account(&recorder.account_id).await?;
-        if account.is_some_and(|a| a.effectively_disabled()) {
+        let account = self
+            .facts
+            .account(self.store.as_ref(), &facts.account_id)
+            .await?;
+        if account.is_some_and(|a| a.disabled) {
             return Err(RecorderError::AccountDisabled);
         }
         if let Err(not_until) = self.renew_limiter.check_key(&recorder.id) {
@@ -478,6 +473,7 @@ impl Recorders {
                 now: now.unix_timestamp(),
             })
             .await?;
+        self.facts.forget_recorder(&recorder.id);
         log::info!(
             "recorder {} renewed its certificate ({action})",
             recorder.id

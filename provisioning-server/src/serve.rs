@@ -161,8 +161,10 @@ pub async fn launch(
     )?;
     let grace_secs = u64::from(config.expired_renewal_grace_days) * 86_400;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki, grace_secs)?));
+    let facts = crate::facts::Facts::new(Duration::from_millis(config.facts_refresh_millis));
     let state = Arc::new(AppState::new(
         Recorders {
+            facts: facts.clone(),
             store: store.clone(),
             ca: pki.device_ca.clone(),
             heartbeat_interval_secs: config.heartbeat_interval_secs,
@@ -196,6 +198,7 @@ pub async fn launch(
         login_limits: crate::auth::LoginLimits::new(&config.admin),
         reset_limits: crate::auth::LoginLimits::resets(),
         data_dir: config.data_dir.clone(),
+        facts: facts.clone(),
     });
     let admin = crate::admin::router(admin_state);
     let router = api::router(state.clone(), admin.clone());
@@ -211,6 +214,7 @@ pub async fn launch(
         admin,
     );
 
+    let follower = tokio::spawn(facts.clone().follow(store.clone(), shutdown.clone()));
     let flusher = tokio::spawn(flush_presence(
         state.clone(),
         Duration::from_millis(config.presence_flush_millis),
@@ -306,6 +310,7 @@ pub async fn launch(
         log::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
     flusher.await.ok();
+    follower.await.ok();
     if let Some(ad) = advertisement {
         let _ = tokio::task::spawn_blocking(move || ad.stop()).await;
     }

@@ -230,6 +230,7 @@ fn enroll_directly(data_dir: &Path, account_id: &str, serial: &str, model: &str,
                 last_seen: now,
                 online_until: now + 60,
                 status: Some(status.into()),
+                uptime_secs: None,
             }])
             .await
             .unwrap();

@@ -450,6 +450,7 @@ async fn update(
     )
     .await
     .map_err(account_error)?;
+    state.facts.forget_accounts();
     let tree = Tree::load(&state, &caller).await?;
     Ok(Json(tree.detail(account)))
 }
@@ -478,6 +479,7 @@ async fn set_disabled(
     accounts::set_disabled(&state.store, id, disabled, &caller.actor())
         .await
         .map_err(account_error)?;
+    state.facts.forget_accounts();
     let account = fresh(state, id).await?;
     let tree = Tree::load(state, caller).await?;
     Ok(Json(tree.detail(account)))

@@ -57,6 +57,9 @@ pub struct AdminState {
     pub reset_limits: LoginLimits,
     /// Holds `secrets/codes.key`, to show registration codes to those allowed.
     pub data_dir: PathBuf,
+    /// The heartbeat facts in memory: forgotten here when an admin changes them, so the
+    /// recorder's next heartbeat already sees the change.
+    pub facts: Arc<crate::facts::Facts>,
 }
 
 pub type Shared = Arc<AdminState>;

@@ -384,6 +384,7 @@ async fn move_recorder(
             &caller.actor(),
         )
         .await?;
+    state.facts.forget_recorder(&recorder.id);
     Ok(Json(view(&caller, moved)))
 }
 
@@ -413,6 +414,7 @@ async fn revoke(
     {
         return Err(conflict("this recorder is revoked already; nothing to do"));
     }
+    state.facts.forget_recorder(&recorder.id);
     let revoked = state
         .store
         .recorder(&recorder.id)
@@ -453,6 +455,8 @@ async fn confirm_replacement(
         .store
         .confirm_replacement(&recorder.id, &old.id, now(), &caller.actor())
         .await?;
+    state.facts.forget_recorder(&old.id);
+    state.facts.forget_recorder(&recorder.id);
     Ok(Json(view(&caller, confirmed)))
 }
 
