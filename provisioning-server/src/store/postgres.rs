@@ -81,7 +81,10 @@ impl PostgresStore {
         };
         let options = PgConnectOptions::from_str(url)
             .map_err(unreachable)?
-            .application_name("contera-provisioning");
+            .application_name("contera-provisioning")
+            // Warnings and errors only: the migrator's "already exists, skipping" notices
+            // would otherwise be logged at every start and every CLI command.
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
