@@ -17,6 +17,9 @@ LISTEN=${LISTEN:-127.0.0.1:8443}
 # The web console listens beside it: port 8444, or any free port when LISTEN asks for one.
 if [ "${LISTEN##*:}" = 0 ]; then default_console=${LISTEN%:*}:0; else default_console=${LISTEN%:*}:8444; fi
 CONSOLE_LISTEN=${CONSOLE_LISTEN:-$default_console}
+# Prometheus metrics (plain HTTP, loopback): port 9464, or any free port likewise.
+if [ "${LISTEN##*:}" = 0 ]; then default_metrics=127.0.0.1:0; else default_metrics=127.0.0.1:9464; fi
+METRICS_LISTEN=${METRICS_LISTEN:-$default_metrics}
 if [ -z "${CONTERA_BIN_DIR:-}" ]; then
   step "Building contera-provisioning and contera-agent (cargo build --bins): about 5 minutes the first time, seconds after that"
   cargo build --bins
@@ -46,7 +49,7 @@ step "Starting contera-provisioning (data in $work/server)"
 # Its stdout line "contera-provisioning listening on URL" comes once the database and TLS
 # material are ready, so admin commands started after it never race their creation.
 "$server_bin" serve --data-dir "$work/server" --listen "$LISTEN" --console-listen "$CONSOLE_LISTEN" \
-  --heartbeat-interval 2 >"$work/server.out" 2>"$work/server.log" &
+  --metrics-listen "$METRICS_LISTEN" --heartbeat-interval 2 >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 pids+=("$server_pid")
 ready=
@@ -68,7 +71,8 @@ fi
 url=${url/127.0.0.1/localhost}
 console_url=$(sed -n 's/^contera-provisioning console on //p' "$work/server.out")
 console_url=${console_url/127.0.0.1/localhost}
-echo "server at $url; agents trust $work/server/tls/ca.pem; web console at $console_url"
+metrics_url=$(sed -n 's/^contera-provisioning metrics on //p' "$work/server.out")
+echo "server at $url; agents trust $work/server/tls/ca.pem; web console at $console_url; metrics at $metrics_url"
 
 admin() { "$server_bin" --data-dir "$work/server" "$@"; }
 json_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}$/\1/p"; }

@@ -23,7 +23,8 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::accounts;
-use crate::limits::{EnrollLimits, FailedAttempts, Refused};
+use crate::limits::{EnrollLimits, FailedAttempts, LimitHit, Refused};
+use crate::metrics::{self, Metrics};
 use crate::peer_cert::PeerCertificate;
 use crate::recorders::{RecorderError, Recorders};
 
@@ -42,14 +43,32 @@ pub struct AppState {
     pub enroll_limits: EnrollLimits,
     /// Wrong or unknown codes, written to the audit log in aggregate.
     pub failed_attempts: FailedAttempts,
+    pub metrics: Arc<Metrics>,
+    pub admission: Admission,
+}
+
+/// Overload protection: past `max_in_flight` requests being served at once, a request is
+/// answered 429 with `Retry-After` at once, before its body is read, instead of queueing
+/// behind the others until every one of them times out.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    pub max_in_flight: usize,
+    pub retry_after_secs: u64,
 }
 
 impl AppState {
-    pub fn new(recorders: Recorders, enroll_limits: EnrollLimits) -> Self {
+    pub fn new(
+        recorders: Recorders,
+        enroll_limits: EnrollLimits,
+        metrics: Arc<Metrics>,
+        admission: Admission,
+    ) -> Self {
         AppState {
             recorders,
             enroll_limits,
             failed_attempts: FailedAttempts::default(),
+            metrics,
+            admission,
         }
     }
 }
@@ -70,9 +89,101 @@ pub fn router(state: Arc<AppState>, admin: Router) -> Router {
     device
         .merge(admin)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state, enroll_gate))
+        .layer(middleware::from_fn_with_state(state.clone(), enroll_gate))
         .layer(middleware::from_fn(read_body))
+        .layer(middleware::from_fn_with_state(state, admit_and_observe))
         .layer(middleware::map_response(error_shape))
+}
+
+/// Which entry of [`metrics::ROUTES`] a request counts under.
+fn route_index(path: &str) -> usize {
+    let name = match path {
+        ENROLL_PATH | ENROLL_PREVIEW_PATH => "enroll",
+        HEARTBEAT_PATH => "heartbeat",
+        RENEW_PATH => "renew",
+        GOODBYE_PATH => "goodbye",
+        p if p.starts_with("/api/v1/admin") => "admin",
+        _ => "other",
+    };
+    metrics::ROUTES.iter().position(|r| *r == name).unwrap_or(0)
+}
+
+/// Why a request was answered 429, for the metrics; set by [`ApiError`].
+#[derive(Clone, Copy, Debug)]
+pub struct LimitReason(pub &'static str);
+
+/// What an enrollment did (new, again, moved), for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct EnrollOutcomeLabel(pub &'static str);
+
+/// Leaves the in-flight count when the request ends, however it ends.
+struct InFlightGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Admission ([`Admission`]) and the request metrics: latency by route, outcomes of
+/// heartbeats and enrollments, 429s by reason.
+async fn admit_and_observe(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = route_index(req.uri().path());
+    let metrics = &state.metrics;
+    let in_flight = metrics.in_flight();
+    if in_flight.inc() as usize >= state.admission.max_in_flight && req.uri().path() != HEALTH_PATH
+    {
+        in_flight.dec();
+        metrics.rate_limited("overload");
+        count_outcome(metrics, route, StatusCode::TOO_MANY_REQUESTS, None);
+        let secs = state.admission.retry_after_secs;
+        let refusal = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("the server is overloaded; retry in {secs} s"),
+        )
+        .with_retry_after(secs)
+        .into_response();
+        return discard_body_then(req.into_body(), refusal).await;
+    }
+    let _guard = InFlightGuard(in_flight);
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    metrics.request_took(route, started.elapsed());
+    let status = response.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let reason = response
+            .extensions()
+            .get::<LimitReason>()
+            .map_or("other", |r| r.0);
+        metrics.rate_limited(reason);
+    }
+    let label = response
+        .extensions()
+        .get::<EnrollOutcomeLabel>()
+        .map(|l| l.0);
+    count_outcome(metrics, route, status, label);
+    response
+}
+
+fn count_outcome(metrics: &Metrics, route: usize, status: StatusCode, label: Option<&'static str>) {
+    let outcome = if status.is_success() {
+        label.unwrap_or("ok")
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        "rate_limited"
+    } else if status.is_server_error() {
+        "error"
+    } else {
+        "refused"
+    };
+    match metrics::ROUTES[route] {
+        "heartbeat" => metrics.heartbeat(outcome),
+        "enroll" => metrics.enrollment(outcome),
+        _ => {}
+    }
 }
 
 async fn health() -> &'static str {
@@ -129,10 +240,16 @@ async fn enroll(
     State(state): State<Arc<AppState>>,
     Extension(PeerAddr(peer)): Extension<PeerAddr>,
     ApiJson(req): ApiJson<EnrollRequest>,
-) -> Result<Json<contera_protocol::v1::EnrollResponse>, ApiError> {
+) -> Result<
+    (
+        Extension<EnrollOutcomeLabel>,
+        Json<contera_protocol::v1::EnrollResponse>,
+    ),
+    ApiError,
+> {
     let public_id = check_code_limit(&state, &req.registration_code)?;
     match state.recorders.enroll(req).await {
-        Ok(answer) => Ok(Json(answer)),
+        Ok((answer, kind)) => Ok((Extension(EnrollOutcomeLabel(kind)), Json(answer))),
         Err(e @ RecorderError::InvalidCode) => {
             record_failed_code(&state, public_id.as_deref(), peer);
             Err(e.into())
@@ -207,6 +324,8 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     retry_after_secs: Option<u64>,
+    /// Why a 429 was answered, for the metrics.
+    reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -215,7 +334,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            reason: None,
         }
+    }
+
+    /// Names why a request was refused as too many, for the metrics.
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
     }
 
     /// The same error with a `Retry-After` header.
@@ -227,6 +353,7 @@ impl ApiError {
     fn rate_limited(secs: u64) -> Self {
         ApiError {
             retry_after_secs: Some(secs),
+            reason: Some("renew"),
             ..ApiError::new(
                 ErrorCode::RateLimited,
                 format!("too many requests; retry in {secs} s"),
@@ -238,6 +365,11 @@ impl ApiError {
         let secs = refused.retry_after_secs;
         ApiError {
             retry_after_secs: Some(secs),
+            reason: Some(match refused.hit {
+                LimitHit::Address => "enroll_address",
+                LimitHit::Code => "enroll_code",
+                LimitHit::Global => "enroll_total",
+            }),
             ..ApiError::new(
                 ErrorCode::RateLimited,
                 format!("{}; retry in {secs} s", refused.hit.describe()),
@@ -262,6 +394,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(reason) = self.reason {
+            response.extensions_mut().insert(LimitReason(reason));
         }
         response
     }
@@ -380,6 +515,37 @@ async fn read_body(req: Request, next: Next) -> Response {
     }
     next.run(Request::from_parts(parts, Body::from(Bytes::from(bytes))))
         .await
+}
+
+/// How long a refused request's body is read and discarded before the answer goes out.
+const REFUSED_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops what is left of a request body (up to [`MAX_BODY_BYTES`], for
+/// [`REFUSED_BODY_TIME`] at most) before sending `response`: an HTTP/2 stream answered while
+/// its upload goes on is reset, which clients report as a failure instead of the answer.
+/// Past either bound the rest is held until the answer is sent.
+async fn discard_body_then(mut body: Body, response: Response) -> Response {
+    let drained = tokio::time::timeout(REFUSED_BODY_TIME, async {
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    total += frame.data_ref().map_or(0, |d| d.len());
+                    if total > MAX_BODY_BYTES {
+                        return false;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+        true
+    })
+    .await;
+    if drained == Ok(true) {
+        response
+    } else {
+        hold_until_sent(response, body)
+    }
 }
 
 /// How much of an oversized HTTP/2 body is read and discarded before the 413, and for how

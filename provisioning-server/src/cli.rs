@@ -175,6 +175,10 @@ pub struct ServeArgs {
     /// Address the web console listens on, e.g. 127.0.0.1:8444 (port 0 picks a free port)
     #[arg(long = "console-listen")]
     pub console_listen: Option<std::net::SocketAddr>,
+    /// Address the Prometheus metrics listener listens on, e.g. 127.0.0.1:9464 (port 0
+    /// picks a free port)
+    #[arg(long = "metrics-listen")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +314,10 @@ pub fn resolve_config(cli: &Cli) -> Result<ServerConfig, ConfigError> {
         }
         if let Some(listen) = args.console_listen {
             config.console.listen = listen;
+        }
+        if let Some(listen) = args.metrics_listen {
+            config.metrics.listen = listen;
+            config.metrics.enabled = true;
         }
     }
     config.validate()?;

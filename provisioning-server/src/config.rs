@@ -64,6 +64,14 @@ pub struct ServerConfig {
     /// Changes made through this server hold at once.
     #[serde(default = "default_facts_refresh_millis")]
     pub facts_refresh_millis: u64,
+    /// Requests (device and admin API) served at once; past it a request is answered 429
+    /// with `Retry-After: overload_retry_after_secs` at once instead of queueing. Recorders
+    /// keep their connection and obey the wait.
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+    /// The `Retry-After` of an overload answer, in seconds; recorders add jitter to it.
+    #[serde(default = "default_overload_retry_after_secs")]
+    pub overload_retry_after_secs: u64,
     /// How often coalesced heartbeat times are written to the database, in milliseconds.
     #[serde(default = "default_presence_flush_millis")]
     pub presence_flush_millis: u64,
@@ -108,6 +116,37 @@ pub struct ServerConfig {
     /// The web console's own HTTPS listener.
     #[serde(default)]
     pub console: ConsoleSection,
+    /// Prometheus metrics on a plain-HTTP listener of their own.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `GET /metrics` in the Prometheus (OpenMetrics) text format. Plain HTTP without
+/// authentication, so it listens on loopback unless told otherwise: put it on an address
+/// only the scraper reaches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Whether to serve metrics at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the metrics listener listens (port 0 picks a free port); printed at start.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty section gives the defaults")
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// The web console (and the admin API beside it) on a listener of its own. The device
@@ -494,6 +533,14 @@ fn default_database_max_connections() -> u32 {
     8
 }
 
+fn default_max_requests_in_flight() -> usize {
+    1024
+}
+
+fn default_overload_retry_after_secs() -> u64 {
+    5
+}
+
 fn default_facts_refresh_millis() -> u64 {
     1000
 }
@@ -670,6 +717,15 @@ impl ServerConfig {
         }
         if let Err(e) = self.database() {
             problems.push(e.to_string());
+        }
+        if self.max_requests_in_flight == 0 {
+            problems.push("max_requests_in_flight = 0: use at least 1".into());
+        }
+        if !(1..=3600).contains(&self.overload_retry_after_secs) {
+            problems.push(format!(
+                "overload_retry_after_secs = {}: use a value from 1 to 3600",
+                self.overload_retry_after_secs
+            ));
         }
         if !(50..=60_000).contains(&self.facts_refresh_millis) {
             problems.push(format!(

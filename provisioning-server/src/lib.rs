@@ -17,6 +17,7 @@ pub mod files;
 pub mod limits;
 pub mod mail;
 pub mod mdns;
+pub mod metrics;
 pub mod passwords;
 pub mod peer_cert;
 pub mod permissions;

@@ -237,7 +237,11 @@ fn check_field(name: &str, value: &str, required: bool) -> Result<(), RecorderEr
 }
 
 impl Recorders {
-    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, RecorderError> {
+    /// Enrolls a recorder; answers with what it did too (`new`, `again`, `moved`).
+    pub async fn enroll(
+        &self,
+        req: EnrollRequest,
+    ) -> Result<(EnrollResponse, &'static str), RecorderError> {
         let hw = &req.hardware;
         check_field("serial", &hw.serial, true)?;
         check_field("model", &hw.model, true)?;
@@ -307,7 +311,12 @@ impl Recorders {
                 recorder.id, account.id
             ),
         }
-        Ok(EnrollResponse {
+        let kind = match &outcome.kind {
+            EnrollKind::New { .. } => "new",
+            EnrollKind::Again => "again",
+            EnrollKind::Moved { .. } => "moved",
+        };
+        let answer = EnrollResponse {
             recorder_id: recorder.id,
             account: AccountRef {
                 id: account.id,
@@ -317,7 +326,8 @@ impl Recorders {
             ca_chain_pem: self.ca.cert_pem().to_string(),
             heartbeat_interval_secs: self.heartbeat_interval_secs,
             server_time: now,
-        })
+        };
+        Ok((answer, kind))
     }
 
     /// The recorder a client certificate belongs to, if it is current and not revoked.

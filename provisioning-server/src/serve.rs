@@ -162,6 +162,22 @@ pub async fn launch(
     let grace_secs = u64::from(config.expired_renewal_grace_days) * 86_400;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki, grace_secs)?));
     let facts = crate::facts::Facts::new(Duration::from_millis(config.facts_refresh_millis));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics_listener = if config.metrics.enabled {
+        Some(
+            TcpListener::bind(config.metrics.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for metrics ([metrics] listen, --metrics-listen; \
+                         or [metrics] enabled = false)",
+                        config.metrics.listen
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
     let state = Arc::new(AppState::new(
         Recorders {
             facts: facts.clone(),
@@ -178,6 +194,11 @@ pub async fn launch(
             config.enroll_attempts_per_code_per_minute,
             config.enroll_attempts_total_per_minute,
         ),
+        metrics.clone(),
+        crate::api::Admission {
+            max_in_flight: config.max_requests_in_flight,
+            retry_after_secs: config.overload_retry_after_secs,
+        },
     ));
     let console_listener = TcpListener::bind(config.console.listen)
         .await
@@ -265,6 +286,21 @@ pub async fn launch(
     );
     // Ready: the database, TLS material and limits are in place. Scripts and tests read
     // this stdout line to learn the port when listening on port 0, so it comes only now.
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            log::info!("metrics on http://{addr}/metrics");
+            println!("contera-provisioning metrics on http://{addr}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                store.clone(),
+                facts.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     log::info!("web console on https://{console_local}/");
     println!("contera-provisioning console on https://{console_local}");
     println!("contera-provisioning listening on https://{local}");
@@ -311,6 +347,9 @@ pub async fn launch(
     }
     flusher.await.ok();
     follower.await.ok();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.await.ok();
+    }
     if let Some(ad) = advertisement {
         let _ = tokio::task::spawn_blocking(move || ad.stop()).await;
     }
@@ -406,12 +445,18 @@ async fn flush_presence(
             _ = tick.tick() => false,
             _ = shutdown.cancelled() => true,
         };
-        if let Err(e) = state
+        let started = std::time::Instant::now();
+        let flushed = state
             .recorders
             .presence
             .flush(state.recorders.store.as_ref())
-            .await
-        {
+            .await;
+        if let Ok(rows) = flushed {
+            if rows > 0 {
+                state.metrics.flushed(rows, started.elapsed());
+            }
+        }
+        if let Err(e) = flushed {
             log::warn!(
                 "writing heartbeats failed ({} pending, will retry): {e}",
                 state.recorders.presence.pending()

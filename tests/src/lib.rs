@@ -67,6 +67,8 @@ pub struct Server {
     pub port: u16,
     /// The web console's port (its own listener); kept across restarts.
     pub console_port: u16,
+    /// The Prometheus metrics port (plain HTTP, its own listener); kept across restarts.
+    pub metrics_port: u16,
     /// Network namespace and address it runs in; None: the host's loopback.
     pub netns: Option<(String, String)>,
     pub heartbeat_interval_secs: u32,
@@ -127,6 +129,7 @@ impl Server {
             dir,
             port: 0,
             console_port: 0,
+            metrics_port: 0,
             netns: None,
             heartbeat_interval_secs,
             extra_args: Vec::new(),
@@ -183,6 +186,34 @@ impl Server {
         }
     }
 
+    /// The Prometheus metrics URL (plain HTTP, its own listener).
+    pub fn metrics_url(&self) -> String {
+        let ip = self
+            .netns
+            .as_ref()
+            .map_or("127.0.0.1", |(_, ip)| ip.as_str());
+        format!("http://{ip}:{}/metrics", self.metrics_port)
+    }
+
+    /// Scrapes `/metrics` and parses it with the Prometheus project's own OpenMetrics
+    /// parser (Debian's python3-prometheus-client), an implementation independent of the
+    /// server's: sample name with sorted labels (`name{a="x",b="y"}`) → value. Panics if
+    /// the text does not parse.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "-D", "/dev/stderr"])
+            .arg(self.metrics_url())
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "scrape failed: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("application/openmetrics-text"),
+            "content type: {}",
+            text(&out.stderr)
+        );
+        parse_openmetrics(&text(&out.stdout))
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("tls/ca.pem")
     }
@@ -210,6 +241,8 @@ impl Server {
             .arg(self.heartbeat_interval_secs.to_string())
             .arg("--console-listen")
             .arg(format!("{listen_ip}:{}", self.console_port))
+            .arg("--metrics-listen")
+            .arg(format!("{listen_ip}:{}", self.metrics_port))
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -219,23 +252,29 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut console = None;
+            let (mut console, mut metrics) = (None, None);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("contera-provisioning console on https://") {
                     console = Some(addr.to_string());
                 }
+                if let Some(addr) = line.strip_prefix("contera-provisioning metrics on http://") {
+                    metrics = addr.strip_suffix("/metrics").map(str::to_string);
+                }
                 if let Some(addr) = line.strip_prefix("contera-provisioning listening on https://")
                 {
-                    let _ = tx.send((addr.to_string(), console.clone()));
+                    let _ = tx.send((addr.to_string(), console.clone(), metrics.clone()));
                 }
             }
         });
-        let (addr, console) = rx
+        let (addr, console, metrics) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("server did not start; log:\n{}", self.log_text()));
         self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
         if let Some(console) = console {
             self.console_port = console.rsplit(':').next().unwrap().parse().unwrap();
+        }
+        if let Some(metrics) = metrics {
+            self.metrics_port = metrics.rsplit(':').next().unwrap().parse().unwrap();
         }
         self.child = Some(child);
         // The line is printed just before the listener serves; /healthz proves it does.
@@ -951,4 +990,40 @@ mod tests {
     fn a_skip_fails_when_every_test_is_required() {
         report_skip("some test", "a tool is missing", true, &mut Vec::new());
     }
+}
+
+/// Parses OpenMetrics text with `prometheus_client.openmetrics.parser` (see
+/// [`Server::metrics`]).
+pub fn parse_openmetrics(exposition: &str) -> std::collections::BTreeMap<String, f64> {
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (apt-get install python3-prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the metrics do not parse as OpenMetrics: {}\n{exposition}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

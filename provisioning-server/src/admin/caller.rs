@@ -264,6 +264,7 @@ impl From<AuthError> for ApiError {
             AuthError::TooManyFailures { retry_after_secs } => {
                 ApiError::new(ErrorCode::RateLimited, e.to_string())
                     .with_retry_after(retry_after_secs)
+                    .because("login")
             }
             AuthError::ResetInvalid => ApiError::new(ErrorCode::NotFound, e.to_string()),
             AuthError::Password(_) => ApiError::new(ErrorCode::MalformedRequest, e.to_string()),

@@ -199,7 +199,8 @@ async fn forgot(
                 "too many password reset requests for this email or from this address; retry in {retry_after_secs} s"
             ),
         )
-        .with_retry_after(retry_after_secs));
+        .with_retry_after(retry_after_secs)
+        .because("password_reset"));
     }
     state.reset_limits.fail(&req.email, source);
     tokio::spawn(async move {

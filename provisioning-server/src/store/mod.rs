@@ -380,6 +380,15 @@ pub struct FactChanges {
     pub now_ms: i64,
 }
 
+/// Recorders of the whole server by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderTotals {
+    pub online: i64,
+    /// Not revoked and not online.
+    pub offline: i64,
+    pub revoked: i64,
+}
+
 /// How busy the store's connection pool is.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolUse {
@@ -674,6 +683,8 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_fact_changes(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// How many connections the pool holds and how many of them are idle.
     fn pool_use(&self) -> PoolUse;
+    /// Recorders of the whole server by state at `now`, in one query.
+    async fn recorder_totals(&self, now: i64) -> Result<RecorderTotals, StoreError>;
     /// A clean shutdown: offline from now, with the reason kept apart from a missed
     /// heartbeat.
     async fn record_goodbye(&self, id: &str, now: i64, reason: &str) -> Result<(), StoreError>;
