@@ -751,6 +751,25 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn recorder_totals(&self, now: i64) -> Result<RecorderTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+             COALESCE(SUM(CASE WHEN revoked_at IS NULL AND online_until > $1 THEN 1 ELSE 0 END), 0) AS online, \
+             COALESCE(SUM(CASE WHEN revoked_at IS NULL AND (online_until IS NULL OR online_until <= $1) \
+                 THEN 1 ELSE 0 END), 0) AS offline, \
+             COALESCE(SUM(CASE WHEN revoked_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS revoked \
+             FROM recorders",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(RecorderTotals {
+            online: row.try_get("online")?,
+            offline: row.try_get("offline")?,
+            revoked: row.try_get("revoked")?,
+        })
+    }
+
     fn pool_use(&self) -> PoolUse {
         PoolUse {
             size: self.pool.size(),
