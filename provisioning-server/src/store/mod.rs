@@ -2,6 +2,7 @@
 //! Timestamps are Unix seconds; ids are UUID strings, so a later PostgreSQL store can
 //! share the schema.
 
+mod postgres;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The database a server or the admin CLI works on, from `database_url`.
@@ -90,12 +92,9 @@ fn redact_password(url: &str) -> String {
 pub async fn open(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     match url {
         DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
-        DatabaseUrl::Postgres(_) => {
-            let _ = max_connections;
-            Err(StoreError::Conflict(
-                "this build has no PostgreSQL store yet".into(),
-            ))
-        }
+        DatabaseUrl::Postgres(full) => Ok(Arc::new(
+            PostgresStore::open(full, &url.redacted(), max_connections).await?,
+        )),
     }
 }
 
