@@ -382,7 +382,9 @@ async fn mail_test(config: &ServerConfig, to: &str) -> anyhow::Result<()> {
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     prepare_data_dir(&config)?;
-    if !config.database_path().exists() {
+    let fresh_sqlite =
+        matches!(config.database(), Ok(crate::store::DatabaseUrl::Sqlite(path)) if !path.exists());
+    if fresh_sqlite {
         log::info!(
             "fresh data directory: create the partner account with `contera-provisioning \
              accounts create --name NAME --kind partner`, then make its first administrator \

@@ -121,9 +121,8 @@ impl Metrics {
             .iter()
             .map(|route| latency_family.get_or_create(&Route { route }).clone())
             .collect();
-        let flush_rows = Histogram::new(
-            [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0].into_iter(),
-        );
+        let flush_rows =
+            Histogram::new([1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0]);
         registry.register(
             "presence_flush_rows",
             "Recorders written per presence flush",
