@@ -177,11 +177,13 @@ fn build_clients(
     let Some(endpoint) = endpoint else {
         return Ok((None, None));
     };
-    let anonymous = ServerClient::new(&config.server, endpoint, None)?;
+    let roots = crate::client::roots(&config.server, endpoint)?;
+    let anonymous = ServerClient::with_roots(&config.server, endpoint, roots.clone(), None)?;
     let authenticated = match (enrollment, key) {
-        (Some(enrollment), Some(key)) => Some(ServerClient::new(
+        (Some(enrollment), Some(key)) => Some(ServerClient::with_roots(
             &config.server,
             endpoint,
+            roots,
             Some(Credential {
                 certificate_pem: &enrollment.certificate_pem,
                 key_pem: &key.serialize_pem(),

@@ -229,6 +229,11 @@ pub struct Lifecycle {
     server: String,
     max_backoff: Duration,
     backoff: Backoff,
+    /// The server answered the last renewal 429: none is sent before this instant.
+    renewal_not_before: Option<Instant>,
+    /// The server answered an enrollment (or its preview) 429: none is sent before this
+    /// instant, whether typed or provisioned.
+    enroll_not_before: Option<Instant>,
     random: Random,
     #[cfg(feature = "test-hooks")]
     test_hooks: bool,
@@ -282,6 +287,8 @@ impl Lifecycle {
             server: start.server,
             max_backoff: start.max_backoff,
             backoff: Backoff::new(start.max_backoff),
+            renewal_not_before: None,
+            enroll_not_before: None,
             random,
             #[cfg(feature = "test-hooks")]
             test_hooks: start.test_hooks,
@@ -371,7 +378,10 @@ impl Lifecycle {
                                     account_name: p.account_name,
                                     parent_name: p.parent_name,
                                 },
-                                Err(f) => Response::Failed(f),
+                                Err(f) => {
+                                    self.hold_enrollment(&f, now);
+                                    Response::Failed(f)
+                                }
                             },
                         }],
                         _ => Vec::new(),
@@ -484,12 +494,15 @@ impl Lifecycle {
             Request::Enroll { code } => match code.parse::<RegistrationCode>() {
                 Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
                 Ok(_) if self.busy() => vec![reply(busy())],
+                Ok(_) if self.enrollment_held(now) => vec![reply(self.held(now))],
                 Ok(code) => self.enroll(code, Some(id)),
             },
-            // A query: it changes no phase, schedule or last failure.
+            // A query: it changes no phase or last failure (a 429 holds enrollments, as
+            // an enrollment's would).
             Request::Preview { code } => match code.parse::<RegistrationCode>() {
                 Err(e) => vec![reply(Response::failed(FailureKind::Typo, e.to_string()))],
                 Ok(_) if self.busy() => vec![reply(busy())],
+                Ok(_) if self.enrollment_held(now) => vec![reply(self.held(now))],
                 Ok(code) => {
                     self.in_flight = Some(InFlight::Preview { reply: id });
                     vec![Action::Call(Call::Preview(code))]
@@ -591,6 +604,7 @@ impl Lifecycle {
             }
             (AfterSave::Renewed, Some(e)) => {
                 self.schedule.renewal = self.schedule.heartbeat;
+                self.hold_renewal();
                 vec![self.log(
                     log::Level::Error,
                     format!("renewal: keeping the old certificate: {e}"),
@@ -638,6 +652,8 @@ impl Lifecycle {
         self.last_heartbeat = None;
         self.account_disabled = false;
         self.backoff = Backoff::new(self.max_backoff);
+        self.renewal_not_before = None;
+        self.enroll_not_before = None;
         // First heartbeat right away, so the recorder shows online at once.
         self.schedule = Schedule {
             heartbeat: Some(now.mono),
@@ -723,6 +739,7 @@ impl Lifecycle {
             }
             Err(failure) => match reply {
                 Some(id) => {
+                    self.hold_enrollment(&failure, now);
                     let mut actions = Vec::new();
                     if failure.kind == FailureKind::Revoked {
                         // This key was revoked: only a new key can enroll again.
@@ -799,6 +816,9 @@ impl Lifecycle {
 
     fn retry_provisioned(&mut self, failure: Failure, now: Now) -> Vec<Action> {
         let wait = self.wait_after(&failure);
+        if failure.retry_after().is_some() {
+            self.enroll_not_before = Some(now.mono + wait);
+        }
         let line = self.log(
             log::Level::Warn,
             format!(
@@ -809,6 +829,40 @@ impl Lifecycle {
         self.schedule.retry = Some(now.mono + wait);
         self.last_failure = Some(failure);
         vec![line]
+    }
+
+    /// A typed enrollment or preview was answered 429: no other is sent before the
+    /// server's `Retry-After` has passed (people are no herd: no jitter on top).
+    /// A provisioned code waiting for its next try waits for this too.
+    fn hold_enrollment(&mut self, failure: &Failure, now: Now) {
+        if let Some(after) = failure.retry_after() {
+            let not_before = now.mono + after;
+            self.enroll_not_before = Some(not_before);
+            if let Some(retry) = self.schedule.retry.as_mut() {
+                *retry = (*retry).max(not_before);
+            }
+        }
+    }
+
+    fn enrollment_held(&self, now: Now) -> bool {
+        self.enroll_not_before.is_some_and(|t| now.mono < t)
+    }
+
+    /// The answer to an enrollment or preview requested while the server's
+    /// `Retry-After` runs: nothing is sent.
+    fn held(&self, now: Now) -> Response {
+        let left = self
+            .enroll_not_before
+            .map(|t| t.saturating_duration_since(now.mono))
+            .unwrap_or_default();
+        // Rounded up: trying again after the seconds said must not be too early.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let mut failure = Failure::new(
+            FailureKind::Busy,
+            format!("the server asked to wait before the next enrollment; enter the code again in {secs} s"),
+        );
+        failure.retry_after_secs = Some(secs);
+        Response::Failed(failure)
     }
 
     /// The server's `Retry-After` (plus a little), else the next backoff step.
@@ -839,7 +893,7 @@ impl Lifecycle {
                 );
                 // Renewal was tried first and refused: the grace period is over.
                 let expired = enrollment.certificate_expires <= now.wall
-                    && f.kind != FailureKind::Unreachable;
+                    && !matches!(f.kind, FailureKind::Unreachable | FailureKind::Busy);
                 self.last_failure = Some(if expired {
                     Failure::new(
                         FailureKind::Expired,
@@ -914,7 +968,11 @@ impl Lifecycle {
                 log::Level::Info,
                 "the server asked for a certificate renewal",
             ));
-            actions.push(self.call(Call::Renew));
+            match self.renewal_not_before.filter(|t| now.mono < *t) {
+                // Its last answer to a renewal was 429: the renewal waits for its time.
+                Some(not_before) => self.schedule.renewal = Some(not_before),
+                None => actions.push(self.call(Call::Renew)),
+            }
         }
         actions
     }
@@ -924,12 +982,31 @@ impl Lifecycle {
             Err(f) if f.kind == FailureKind::Revoked => return self.revoke(now),
             Err(f) => {
                 self.schedule.renewal = self.schedule.heartbeat;
-                vec![self.log(
-                    log::Level::Warn,
-                    format!("certificate renewal failed, will retry at the next heartbeat: {f}"),
-                )]
+                match f.retry_after() {
+                    // 429: not before the server's Retry-After; heartbeats go on as
+                    // they were, the answer was about renewals.
+                    Some(after) => {
+                        let wait = retry::after_retry_after(after, (self.random)());
+                        self.renewal_not_before = Some(now.mono + wait);
+                        self.hold_renewal();
+                        vec![self.log(
+                            log::Level::Warn,
+                            format!(
+                                "certificate renewal refused for now: {f}; next try in {} s",
+                                wait.as_secs()
+                            ),
+                        )]
+                    }
+                    None => vec![self.log(
+                        log::Level::Warn,
+                        format!(
+                            "certificate renewal failed, will retry at the next heartbeat: {f}"
+                        ),
+                    )],
+                }
             }
             Ok(c) => {
+                self.renewal_not_before = None;
                 let fraction = retry::renewal_fraction((self.random)());
                 vec![self.commit(
                     |s| {
@@ -985,6 +1062,7 @@ impl Lifecycle {
     /// No more heartbeats, renewals or retries until a new enrollment.
     fn forget_identity(&mut self) {
         self.schedule = Schedule::default();
+        self.renewal_not_before = None;
         self.last_failure = None;
         self.last_heartbeat = None;
         self.account_disabled = false;
@@ -996,12 +1074,21 @@ impl Lifecycle {
             let wait = (e.renew_at - now.wall).max(time::Duration::ZERO);
             now.mono + Duration::try_from(wait).unwrap_or_default()
         });
+        self.hold_renewal();
     }
 
     /// A renewal that is overdue (it failed) is tried again with the next heartbeat.
     fn renewal_with_next_heartbeat(&mut self, now: Now) {
         if due(self.schedule.renewal, now) {
             self.schedule.renewal = self.schedule.heartbeat;
+        }
+        self.hold_renewal();
+    }
+
+    /// Keeps a scheduled renewal at or after the server's last `Retry-After` for it.
+    fn hold_renewal(&mut self) {
+        if let (Some(at), Some(not_before)) = (self.schedule.renewal, self.renewal_not_before) {
+            self.schedule.renewal = Some(at.max(not_before));
         }
     }
 

@@ -375,27 +375,27 @@ fn a_provisioned_code_is_retried_only_while_failures_are_transient() {
         (Typed::Success, P::Enrolled, None, true, false),
         (Typed::Fails(Rejected), P::Unenrolled, None, true, false),
         (Typed::Fails(Revoked), P::Revoked, None, true, true),
-        // backoff: first step 2 s, jittered at r = 0.5 to 1.5 s
+        // backoff: first step up to 2 s, drawn from [0.1 s, 2 s) at r = 0.5: 1.05 s
         (
             Typed::Fails(Unreachable),
             P::Provisioned,
-            Some(1500),
+            Some(1050),
             false,
             false,
         ),
         (
             Typed::Fails(Clock),
             P::Provisioned,
-            Some(1500),
+            Some(1050),
             false,
             false,
         ),
-        (Typed::Fails(Tls), P::Provisioned, Some(1500), false, false),
+        (Typed::Fails(Tls), P::Provisioned, Some(1050), false, false),
         // Re-enabling the account must not need a site visit: retried, not remembered.
         (
             Typed::Fails(AccountDisabled),
             P::Provisioned,
-            Some(1500),
+            Some(1050),
             false,
             false,
         ),
@@ -407,7 +407,7 @@ fn a_provisioned_code_is_retried_only_while_failures_are_transient() {
             false,
             false,
         ),
-        (Typed::DiskFull, P::Provisioned, Some(1500), false, false),
+        (Typed::DiskFull, P::Provisioned, Some(1050), false, false),
     ];
     for (outcome, want_phase, retry_ms, remembered, forgets_key) in table {
         let context = format!("{outcome:?}");
@@ -503,14 +503,14 @@ fn a_heartbeat_with_every_outcome() {
         (
             Report::Fails(Unreachable),
             P::Enrolled,
-            Some(1500),
+            Some(1050),
             Some(Unreachable),
             Some("a1"),
         ),
         (
             Report::Fails(Clock),
             P::Enrolled,
-            Some(1500),
+            Some(1050),
             Some(Clock),
             Some("a1"),
         ),
@@ -524,14 +524,14 @@ fn a_heartbeat_with_every_outcome() {
         (
             Report::Fails(Rejected),
             P::Enrolled,
-            Some(1500),
+            Some(1050),
             Some(Rejected),
             Some("a1"),
         ),
         (
             Report::RefusedAfterExpiry,
             P::Enrolled,
-            Some(1500),
+            Some(1050),
             Some(Expired),
             Some("a1"),
         ),
@@ -628,7 +628,7 @@ fn failures_back_off_and_a_success_resets_the_backoff() {
         h.now.mono = next;
         h.now.wall += Duration::from_secs(1);
     }
-    assert_eq!(waits, vec![1500, 3000, 6000, 12000]);
+    assert_eq!(waits, vec![1050, 2050, 4050, 8050]);
     h.tick_calls(Call::Heartbeat);
     let actions = h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
     assert!(logs(&actions).contains("heartbeats resumed"));
@@ -637,7 +637,7 @@ fn failures_back_off_and_a_success_resets_the_backoff() {
     h.outcome(Outcome::Heartbeat(Err(failure(FailureKind::Unreachable))));
     assert_eq!(
         h.life.schedule().heartbeat.unwrap() - h.now.mono,
-        Duration::from_millis(1500)
+        Duration::from_millis(1050)
     );
 }
 
@@ -882,11 +882,16 @@ fn a_preview_in_every_phase_answers_and_changes_nothing() {
             );
             assert_eq!(phase_of(&h.life), start, "{context}");
             assert_eq!(h.life.state(), &state_before, "{context}");
-            assert_eq!(
-                format!("{:?}", h.life.schedule()),
-                schedule_before,
-                "{context}"
-            );
+            if start == Start0::Provisioned && result == &Err(failure(Busy)) {
+                // The one change: 429 holds enrollments, the provisioned one included.
+                assert_eq!(h.life.schedule().retry, Some(h.at(secs(20))), "{context}");
+            } else {
+                assert_eq!(
+                    format!("{:?}", h.life.schedule()),
+                    schedule_before,
+                    "{context}"
+                );
+            }
             assert!(h.life.last_failure().is_none(), "{context}");
         }
         // A mistyped code is answered at once, without a call.
@@ -1105,5 +1110,220 @@ fn a_disabled_account_keeps_heartbeats_holds_renewal_and_is_reported_until_enabl
         );
         h.advance(secs(wait));
         h.tick_calls(once_enabled);
+    }
+}
+
+fn busy_for(retry_after_secs: u64) -> Failure {
+    let mut f = failure(FailureKind::Busy);
+    f.retry_after_secs = Some(retry_after_secs);
+    f
+}
+
+fn calls(actions: &[Action]) -> Vec<Call> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Call(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_renewal_answered_429_waits_for_retry_after_while_heartbeats_go_on() {
+    let mut state = State::default();
+    let mut e = enrollment();
+    e.renew_at = t0_wall() - time::Duration::hours(1);
+    state.enrollment = Some(e);
+    let (mut h, _) = Harness::with(state, None);
+    h.tick_calls(Call::Renew);
+    // Retry-After 120 s, plus 10 % × 0.5: no renewal before 126 s. The heartbeat that
+    // was due goes out: the 429 was about renewals.
+    let actions = h.outcome(Outcome::Renew(Err(busy_for(120))));
+    assert!(logs(&actions).contains("next try in 126 s"), "{actions:?}");
+    assert_eq!(calls(&actions), vec![Call::Heartbeat]);
+    assert_eq!(h.life.schedule().renewal, Some(h.at(secs(126))));
+    h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+    assert_eq!(h.life.schedule().renewal, Some(h.at(secs(126))));
+    // Heartbeats at 30, 60, 90 and 120 s carry no renewal, even when the server asks
+    // for one: it waits for its time.
+    for n in 1..=4 {
+        h.now.mono = h.at(secs(30 * n));
+        h.tick_calls(Call::Heartbeat);
+        let mut answer = beat("a1");
+        if n == 2 {
+            answer.instructions = vec![Instruction::Renew];
+        }
+        let actions = h.outcome(Outcome::Heartbeat(Ok(answer)));
+        assert!(calls(&actions).is_empty(), "heartbeat {n}: {actions:?}");
+        assert_eq!(h.life.schedule().renewal, Some(h.at(secs(126))), "{n}");
+        h.assert_no_idle_deadline(&format!("heartbeat {n}"));
+    }
+    h.now.mono = h.at(secs(126)) - Duration::from_millis(1);
+    assert!(calls(&h.drive(Event::Tick)).is_empty());
+    h.now.mono = h.at(secs(126));
+    h.tick_calls(Call::Renew);
+    // Renewed: the hold is over, and a renewal the server asks for goes at once.
+    let mut renewed = issued().certificate;
+    renewed.validity.not_after = t0_wall() + time::Duration::days(200);
+    h.outcome(Outcome::Renew(Ok(renewed)));
+    h.now.mono = h.at(secs(150));
+    h.tick_calls(Call::Heartbeat);
+    let mut answer = beat("a1");
+    answer.instructions = vec![Instruction::Renew];
+    let actions = h.outcome(Outcome::Heartbeat(Ok(answer)));
+    assert_eq!(calls(&actions), vec![Call::Renew]);
+}
+
+#[test]
+fn a_heartbeat_answered_429_waits_for_retry_after_and_does_not_step_the_backoff() {
+    let (mut h, _) = Harness::with(enrolled(), None);
+    h.tick_calls(Call::Heartbeat);
+    h.outcome(Outcome::Heartbeat(Err(busy_for(300))));
+    // 300 s plus 10 % × 0.5.
+    assert_eq!(h.life.schedule().heartbeat, Some(h.at(secs(315))));
+    assert_eq!(
+        h.life.last_failure().map(|f| f.kind),
+        Some(FailureKind::Busy)
+    );
+    h.now.mono = h.at(secs(315));
+    h.tick_calls(Call::Heartbeat);
+    // An outage after it starts the backoff at its first step: busy was not down.
+    h.outcome(Outcome::Heartbeat(Err(failure(FailureKind::Unreachable))));
+    assert_eq!(
+        h.life.schedule().heartbeat,
+        Some(h.at(secs(315)) + Duration::from_millis(1050))
+    );
+}
+
+#[test]
+fn an_expired_certificate_answered_429_is_busy_not_refused() {
+    let mut e = enrollment();
+    e.certificate_expires = t0_wall() - time::Duration::seconds(1);
+    e.renew_at = t0_wall() + time::Duration::days(1);
+    let state = State {
+        enrollment: Some(e),
+        ..State::default()
+    };
+    let (mut h, _) = Harness::with(state, None);
+    h.tick_calls(Call::Heartbeat);
+    h.outcome(Outcome::Heartbeat(Err(busy_for(20))));
+    assert_eq!(
+        h.life.last_failure().map(|f| f.kind),
+        Some(FailureKind::Busy)
+    );
+}
+
+#[test]
+fn an_enrollment_answered_429_holds_every_enrollment_until_retry_after() {
+    for start in [Start0::Unenrolled, Start0::Enrolled, Start0::Revoked] {
+        let context = format!("{start:?}");
+        let (mut h, _) = Harness::new(start);
+        let enroll = || Event::Control {
+            id: 1,
+            request: Request::Enroll {
+                code: code(1).to_string(),
+            },
+        };
+        let preview = || Event::Control {
+            id: 2,
+            request: Request::Preview {
+                code: code(1).to_string(),
+            },
+        };
+        if start == Start0::Enrolled {
+            h.tick_calls(Call::Heartbeat);
+            h.outcome(Outcome::Heartbeat(Ok(beat("a1"))));
+        }
+        assert_eq!(calls(&h.drive(enroll())), vec![Call::Enroll(code(1))]);
+        let actions = h.outcome(Outcome::Enroll(Err(busy_for(20))));
+        assert!(
+            matches!(&replies(&actions)[..], [Response::Failed(f)] if f.kind == FailureKind::Busy),
+            "{context}: {actions:?}"
+        );
+        // 5 s later: answered here, with the seconds left; nothing goes to the server.
+        h.advance(secs(5));
+        for event in [enroll(), preview()] {
+            let actions = h.drive(event);
+            assert!(calls(&actions).is_empty(), "{context}: {actions:?}");
+            let [Response::Failed(f)] = &replies(&actions)[..] else {
+                panic!("{context}: {actions:?}");
+            };
+            assert_eq!(f.kind, FailureKind::Busy, "{context}");
+            assert_eq!(f.retry_after_secs, Some(15), "{context}");
+            assert!(f.message.contains("in 15 s"), "{context}: {f}");
+        }
+        h.advance(secs(15));
+        assert_eq!(
+            calls(&h.drive(preview())),
+            vec![Call::Preview(code(1))],
+            "{context}"
+        );
+        // A preview answered 429 holds enrollments too.
+        h.outcome(Outcome::Preview(Err(busy_for(10))));
+        h.advance(secs(9));
+        assert!(calls(&h.drive(enroll())).is_empty(), "{context}");
+        h.advance(secs(1));
+        assert_eq!(
+            calls(&h.drive(enroll())),
+            vec![Call::Enroll(code(1))],
+            "{context}"
+        );
+    }
+}
+
+#[test]
+fn a_provisioned_code_answered_429_is_tried_again_only_after_retry_after() {
+    let (mut h, _) = Harness::new(Start0::Provisioned);
+    h.tick_calls(Call::Enroll(code(9)));
+    h.outcome(Outcome::Enroll(Err(busy_for(60))));
+    // 60 s plus 10 % × 0.5; a typed code meanwhile is held as well.
+    assert_eq!(h.life.schedule().retry, Some(h.at(secs(63))));
+    h.advance(secs(30));
+    let actions = h.drive(Event::Control {
+        id: 4,
+        request: Request::Enroll {
+            code: code(1).to_string(),
+        },
+    });
+    assert!(calls(&actions).is_empty(), "{actions:?}");
+    assert_eq!(h.life.phase(), &Phase::Provisioned(provisioned_code()));
+    h.now.mono = h.at(secs(63));
+    h.tick_calls(Call::Enroll(code(9)));
+}
+
+#[test]
+fn a_provisioned_retry_waits_for_a_typed_enrollments_retry_after() {
+    let (mut h, _) = Harness::new(Start0::Provisioned);
+    h.tick_calls(Call::Enroll(code(9)));
+    // The provisioned try fails (server down): next try at 1.05 s.
+    h.outcome(Outcome::Enroll(Err(failure(FailureKind::Unreachable))));
+    assert_eq!(
+        h.life.schedule().retry,
+        Some(h.at(Duration::from_millis(1050)))
+    );
+    // A typed code is answered 429 with Retry-After 40 s before that.
+    h.advance(Duration::from_millis(500));
+    let actions = h.drive(Event::Control {
+        id: 4,
+        request: Request::Enroll {
+            code: code(1).to_string(),
+        },
+    });
+    assert_eq!(calls(&actions), vec![Call::Enroll(code(1))]);
+    h.outcome(Outcome::Enroll(Err(busy_for(40))));
+    // The provisioned retry comes due, but waits until the 40 s are over.
+    h.now.mono = h.at(Duration::from_millis(1050));
+    assert!(calls(&h.drive(Event::Tick)).is_empty());
+    let until = h.at(Duration::from_millis(40_500));
+    assert_eq!(h.life.schedule().retry, Some(until));
+    h.now.mono = until;
+    h.tick_calls(Call::Enroll(code(9)));
+}
+
+fn provisioned_code() -> PendingCode {
+    PendingCode {
+        code: code(9),
+        source: CodeSource::File(PathBuf::from("/var/lib/contera-agent/code")),
     }
 }
