@@ -997,26 +997,6 @@ pub fn root_with_tools(tools: &[&str], packages: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::report_skip;
-
-    #[test]
-    fn a_skip_only_prints_unless_every_test_is_required() {
-        let mut out = Vec::new();
-        report_skip("some test", "a tool is missing", false, &mut out);
-        assert_eq!(out, b"\nSKIPPED some test: a tool is missing\n");
-    }
-
-    #[test]
-    #[should_panic(
-        expected = "SKIPPED some test: a tool is missing (CONTERA_REQUIRE_ALL_TESTS is set"
-    )]
-    fn a_skip_fails_when_every_test_is_required() {
-        report_skip("some test", "a tool is missing", true, &mut Vec::new());
-    }
-}
-
 /// Parses OpenMetrics text with `prometheus_client.openmetrics.parser` (see
 /// [`Server::metrics`]).
 pub fn parse_openmetrics(exposition: &str) -> std::collections::BTreeMap<String, f64> {
@@ -1051,4 +1031,24 @@ print(json.dumps(out))
         text(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_skip;
+
+    #[test]
+    fn a_skip_only_prints_unless_every_test_is_required() {
+        let mut out = Vec::new();
+        report_skip("some test", "a tool is missing", false, &mut out);
+        assert_eq!(out, b"\nSKIPPED some test: a tool is missing\n");
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "SKIPPED some test: a tool is missing (CONTERA_REQUIRE_ALL_TESTS is set"
+    )]
+    fn a_skip_fails_when_every_test_is_required() {
+        report_skip("some test", "a tool is missing", true, &mut Vec::new());
+    }
 }
