@@ -70,6 +70,8 @@ pub struct Server {
     pub console_port: u16,
     /// The Prometheus metrics port (plain HTTP, its own listener); kept across restarts.
     pub metrics_port: u16,
+    /// Global arguments of admin commands (`--config` of a server on a shared database).
+    admin_args: Vec<String>,
     /// Network namespace and address it runs in; None: the host's loopback.
     pub netns: Option<(String, String)>,
     pub heartbeat_interval_secs: u32,
@@ -108,6 +110,11 @@ impl Server {
         let config_path = server.dir.path().join("server.toml");
         std::fs::write(&config_path, config).expect("config file");
         server.args = vec!["--config".to_string(), config_path.display().to_string()];
+        // The CLI reads the configuration only for its database: other settings there
+        // may lean on flags only `serve` gets (e.g. --heartbeat-interval).
+        if config.contains("database_url") {
+            server.admin_args = server.args.clone();
+        }
         server.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
         server.spawn(0);
         server
@@ -131,6 +138,7 @@ impl Server {
         let config_path = server.dir.path().join("server.toml");
         std::fs::write(&config_path, config).expect("config file");
         server.args = vec!["--config".to_string(), config_path.display().to_string()];
+        server.admin_args = server.args.clone();
         server.spawn(0);
         server
     }
@@ -153,6 +161,7 @@ impl Server {
             port: 0,
             console_port: 0,
             metrics_port: 0,
+            admin_args: Vec::new(),
             netns: None,
             heartbeat_interval_secs,
             extra_args: Vec::new(),
@@ -356,11 +365,11 @@ impl Server {
         assert_eq!(self.port, port);
     }
 
-    /// Runs an admin command against the data directory (and the configuration file the
-    /// server was started with, if any: its database).
+    /// Runs an admin command against the data directory (and, for a server on a database
+    /// of its configuration, that configuration file).
     pub fn admin(&self, args: &[&str]) -> Output {
         Command::new(bin("contera-provisioning"))
-            .args(&self.args)
+            .args(&self.admin_args)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(args)
