@@ -133,6 +133,10 @@ for target in bare real; do
     out=$(closed "$target" "$port" "$conc")
     after=$(ticks "$pid")
     ok=$(echo "$out" | jq .ok)
+    if [ "$ok" = 0 ]; then
+      echo "$target answered no heartbeat: $(echo "$out" | jq -c '{errors_by_kind, statuses}')" >&2
+      exit 1
+    fi
     rate[$target,$conc]=$(echo "$out" | jq .achieved_rate_per_sec)
     p99[$target,$conc]=$(echo "$out" | jq .latency_ms.p99)
     cpu[$target,$conc]=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$ok" 'BEGIN {printf "%.0f", t / hz * 1e6 / n}')
@@ -206,8 +210,9 @@ if [ -z "${SKIP_OUTAGE:-}" ]; then
   if [ "$more" -gt 0 ]; then
     fleet "$port_real" "$data" enroll --code "$code" --recorders "$more" --concurrency 64 >/dev/null
   fi
-  # The agent's defaults: a 60 s interval here, backoff capped at 900 s.
-  total=$((60 + OUTAGE_SECS + 900))
+  # The agent's defaults: a 60 s interval here, backoff capped at 900 s; the run ends
+  # 600 s after the server is back (stragglers then count as not reconnected).
+  total=$((75 + OUTAGE_SECS + 600))
   echo "== outage: $OUTAGE_RECORDERS recorders, server down for $OUTAGE_SECS s (run of $total s)" >&2
   fleet "$port_real" "$data" outage --interval 60 --duration "$total" --max-backoff 900 \
     --recorders "$OUTAGE_RECORDERS" >"$work/outage.json" &

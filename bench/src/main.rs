@@ -22,6 +22,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// What the real server answers a heartbeat, as fixed bytes.
+const ANSWER: &str = r#"{"heartbeat_interval_secs":60,"account":{"id":"5f0c8e52-8d0e-4f7b-9a53-0c3e8f1b2a77","name":"Bench"},"instructions":[],"server_time":"2026-11-27T00:00:00Z"}"#;
+
 #[derive(Parser)]
 #[command(about = "A bare axum + rustls server answering 200, the benchmark baseline")]
 struct Args {
@@ -63,9 +66,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    // A heartbeat answer of the real shape and size, made once: clients parse it.
     let router = Router::new().route(
         "/api/v1/heartbeat",
-        post(|| async { ([("content-type", "application/json")], "{}") }),
+        post(|_body: axum::body::Bytes| async { ([("content-type", "application/json")], ANSWER) }),
     );
     let listener = TcpListener::bind(args.listen).await?;
     println!(
